@@ -1,0 +1,24 @@
+"""invsolve: inverse problems y = A(x) + noise with diffusion and flow priors.
+
+Problem (operator + measurement), Prior (a denoiser for every noise level), Solver (one posterior method).
+"""
+
+# Dependency order (DESIGN.md): paths, problem, operators, priors, solvers.
+from . import paths  # noqa: I001
+from .problem import Problem
+from . import operators, priors, solvers
+from .solvers import Result
+
+
+def solve(problem: Problem, prior: "priors.Prior", name: str, seed=0, **hyperparameters) -> Result:
+    """Short form of ``solvers.get(name)(**hyperparameters).solve(problem, prior, seed=seed)``."""
+    cls = solvers.get(name)
+    valid = cls.hyperparameters()
+    unknown = sorted(set(hyperparameters) - set(valid))
+    if unknown:
+        raise ValueError(f"{name} has no hyperparameter(s) {unknown}; valid: {sorted(valid)}")
+    return cls(**hyperparameters).solve(problem, prior, seed=seed)
+
+
+__all__ = ["Problem", "Result", "operators", "paths", "priors", "solve", "solvers"]
+__version__ = "0.1.0"
