@@ -1,6 +1,7 @@
 """Forward operators, all ``deepinv.physics.Physics``: ``build(name, **kw)``, ``available()``."""
 
 from . import imaging as imaging  # registers blur, inpainting, SR, denoise, colorize
+from . import pde  # noqa: F401
 from .hdr import HighDynamicRange as HighDynamicRange
 from .imaging import CircularBlur as CircularBlur
 from .imaging import Colorization as Colorization

@@ -123,10 +123,12 @@ def uniform_kernel(size: int = 9) -> Tensor:
     return torch.full((1, 1, size, size), 1.0 / size**2)
 
 
-def motion_kernel(size: int = 61, intensity: float = 0.5, seed: int = 0) -> Tensor:
+def motion_kernel(size: int = 61, intensity: float = 0.25, seed: int = 0) -> Tensor:
     """Random motion-blur PSF, (1, 1, size, size), from deepinv's ``MotionBlurGenerator`` (a Matern
     Gaussian-process camera trajectory), seeded and reproducible. DPS draws 61x61 kernels with
-    intensity 0.5 from a different trajectory model; ``intensity`` is the trajectory's std here.
+    "intensity 0.5" from a different trajectory model (Borodenko's random walk); here ``intensity``
+    is the std of deepinv's trajectory (its default 0.25), in units of the kernel half-width, so the
+    two numbers are not the same parameter.
     """
     if size < 3:
         raise ValueError(f"motion_kernel needs size >= 3, got {size}")
@@ -349,7 +351,7 @@ def _blur_gauss(img_size: ImgSize = _IMG, kernel_size: int = 61, std: float = 3.
 
 
 @register("blur_motion", "random motion blur (61x61, seeded deepinv generator); padding circular|valid")
-def _blur_motion(img_size: ImgSize = _IMG, kernel_size: int = 61, intensity: float = 0.5, seed: int = 0,
+def _blur_motion(img_size: ImgSize = _IMG, kernel_size: int = 61, intensity: float = 0.25, seed: int = 0,
                  padding: str = "circular", noise_sigma: float = 0.0,
                  poisson_gain: float | None = None) -> dp.LinearPhysics:
     return make_blur(img_size, motion_kernel(kernel_size, intensity, seed), padding, noise_sigma,

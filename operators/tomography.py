@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import deepinv.physics as dp
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -31,8 +32,7 @@ class CT(ShapeChecked, dp.Tomography):
             1-D sequence of angles in degrees.
         angular_range: degrees covered by ``angles`` when it is a count (180 = full parallel-beam
             data; 90 = the limited-angle task).
-        fan_beam: deepinv's fan-beam geometry (source and detector radius 57.5 cm, 258 detectors of
-            0.077 cm, pixel 0.5/N cm) instead of parallel beam.
+        fan_beam: fan-beam geometry of ``fan_geometry(N)`` instead of parallel beam.
         normalize: divide A by its operator norm (see the module docstring).
         noise_sigma / poisson_gain: see ``operators.imaging.make_noise``.
         dtype: dtype of the projector's grids (float64 for exact adjoint tests).
@@ -57,6 +57,7 @@ class CT(ShapeChecked, dp.Tomography):
             raise ValueError("angles is empty")
         super().__init__(angles=angles.to(dtype), img_width=img_size[1], circle=False,
                          adjoint_via_backprop=True, normalize=normalize, fan_beam=fan_beam,
+                         fan_parameters=fan_geometry(img_size[1]) if fan_beam else None,
                          dtype=dtype, noise_model=make_noise(noise_sigma, poisson_gain))
         self._set_shapes(img_size)
 
@@ -78,6 +79,18 @@ class CT(ShapeChecked, dp.Tomography):
         a rough initialiser only."""
         check_shape(y, self.y_shape, "y", type(self).__name__)
         return super().fbp(y, **kw)
+
+
+def fan_geometry(n: int) -> dict[str, float]:
+    """Fan-beam geometry for an N x N image, in cm: deepinv's source/detector radii (57.5 cm each,
+    magnification 2) and detector width (258 x 0.077 cm), with the pixel size chosen so that the
+    image's circumscribed circle fills 95% of the field of view, and about 1.1 sqrt(2) N detector
+    cells. deepinv's default pixel size (0.5/N cm) leaves the object in a few central cells."""
+    width = 258 * 0.077
+    n_det = max(64, int(np.ceil(1.1 * np.sqrt(2) * n)))
+    fov_radius = width / 2 / 2.0  # detector half-width over the magnification
+    return {"pixel_spacing": 0.95 * 2 * fov_radius / (np.sqrt(2) * n), "source_radius": 57.5,
+            "detector_radius": 57.5, "n_detector_pixels": n_det, "detector_spacing": width / n_det}
 
 
 def fbp(operator: CT, y: Tensor) -> Tensor:
