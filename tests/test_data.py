@@ -42,7 +42,7 @@ def test_cache_reused_and_regenerated_on_change(tmp_path):
 
 def test_ns_dataset_npz_cache(tmp_path):
     path = tmp_path / "ns.npz"
-    kw = {"t_final": 0.04, "snapshots": 2, "dt": 0.01}
+    kw = {"t_final": 0.04, "snapshots": 2, "dt": 0.01, "burn_in": 0.02}
     d1 = ns_dataset(2, 16, seed=0, path=path, progress=False, **kw)
     assert d1["w"].shape == (2, 3, 16, 16) and torch.isfinite(d1["w"]).all()
     stored, d2 = read_cache(path)
@@ -56,5 +56,6 @@ def test_cli(tmp_path, capsys):
     assert cli_main(["data", "darcy", "--n", "3", "--size", "10", "--out", str(out), "--no-progress"]) == 0
     assert read_cache(out)[1]["u"].shape == (3, 1, 10, 10)
     assert cli_main(["data", "ns", "--n", "1", "--size", "16", "--out", str(tmp_path / "n.npz"),
-                     "--snapshots", "1", "--t-final", "0.02", "--dt", "0.01", "--no-progress"]) == 0
+                     "--snapshots", "1", "--t-final", "0.02", "--dt", "0.01", "--burn-in", "0",
+                     "--no-progress"]) == 0
     assert cli_main(["data", "darcy", "--n", "3", "--out", str(tmp_path / "x.txt")]) == 2

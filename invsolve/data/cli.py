@@ -1,7 +1,7 @@
 """``invsolve data``: generate (or reuse the cache of) a simulated data set.
 
     invsolve data darcy --n 2000 --size 64 --out data/darcy64.pt [--seed 0] [--alpha 2] [--tau 3]
-    invsolve data ns --n 100 --size 64 --out data/ns64.pt [--snapshots 10] [--t-final 1] [--dt 5e-3]
+    invsolve data ns --n 100 --size 64 --out data/ns64.pt [--snapshots 10] [--t-final 1] [--burn-in 5]
 
 The file (.pt or .npz) stores the generator's parameters; running the same command again loads it,
 changing any parameter regenerates it (``--force`` always regenerates).
@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--t-final", type=float, default=1.0)
     s.add_argument("--re", type=float, default=200.0)
     s.add_argument("--dt", type=float, default=5e-3)
+    s.add_argument("--burn-in", type=float, default=5.0,
+                   help="time units the GRF initial state is evolved before t = 0 (0: raw GRF)")
     return p
 
 
@@ -63,7 +65,7 @@ def main(argv: list[str]) -> int:
         else:
             data = ns_dataset(args.n, args.size, args.seed, path=args.out, force=args.force,
                               progress=progress, t_final=args.t_final, snapshots=args.snapshots,
-                              re=args.re, dt=args.dt)
+                              re=args.re, dt=args.dt, burn_in=args.burn_in)
     except ValueError as err:
         print(f"invsolve data: {err}")
         return 2
