@@ -101,3 +101,26 @@ def test_registry_and_shapes():
     op = build("navier_stokes", size=32, subsample=4, t_final=0.02, dt=0.01)
     assert op.A(torch.zeros(2, 1, 32, 32)).shape == (2, 1, 8, 8)
     assert op.A(torch.zeros(2, 1, 32, 32)).dtype == torch.float32
+
+
+def _saved_bytes(s: NSSolver, steps: int, checkpointed: bool) -> int:
+    total = [0]
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        total[0] += t.numel() * t.element_size()
+        return t
+
+    w0 = _smooth_field(16, 4)[:, 0].requires_grad_(True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        s.evolve(w0, steps * s.dt, checkpoint_segments=checkpointed)
+    return total[0]
+
+
+def test_checkpointing_keeps_graph_memory_sublinear():
+    """Only segment boundaries (~sqrt(steps) states) are kept for backward, not every step."""
+    s = NSSolver(16, dt=0.01)
+    full = [_saved_bytes(s, m, False) for m in (16, 64)]
+    ckpt = [_saved_bytes(s, m, True) for m in (16, 64)]
+    assert full[1] / full[0] > 3.5  # grows with every step
+    assert ckpt[1] / ckpt[0] < 2.5  # ~ sqrt(4) = 2
+    assert ckpt[1] < 0.05 * full[1]
