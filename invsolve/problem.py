@@ -64,7 +64,7 @@ class Problem:
     def __init__(self, operator: Physics, y: Tensor, x_true: Tensor | None = None,
                  x_shape: tuple[int, ...] | None = None):
         if not isinstance(y, Tensor):
-            raise TypeError(f"y must be a torch.Tensor, got {type(y).__name__}")
+            raise ValueError(f"y must be a torch.Tensor, got {type(y).__name__}")
         if y.ndim < 1:
             raise ValueError("y must have a leading batch dimension, e.g. y[None] for a single measurement")
         if not torch.isfinite(y).all():
@@ -108,14 +108,15 @@ class Problem:
             clean = operator.A(x)
             gens = make_generators(seed, x.shape[0])
             if noise.kind == "gaussian":
-                y = clean + noise.sigma * randn(gens, tuple(clean.shape[1:]), clean)
+                noisy = clean + noise.sigma * randn(gens, tuple(clean.shape[1:]), clean)
             else:
                 rate = clean / noise.gain
                 if (rate < 0).any():
                     raise ValueError("Poisson noise needs A(x) >= 0; check the data range of x")
-                y = torch.stack([torch.poisson(r.cpu().double(), generator=g) for r, g in zip(rate, gens)])
-                y = y.to(clean)
-                y = y * noise.gain if noise.normalize else y
+                noisy = torch.stack([torch.poisson(r.cpu().double(), generator=g) for r, g in zip(rate, gens)])
+                noisy = noisy.to(clean)
+                noisy = noisy * noise.gain if noise.normalize else noisy
+            y = _through_operator_noise(operator, noisy)
         return cls(operator, y, x_true=x.detach().clone())
 
     def repeat(self, n: int) -> Problem:
@@ -173,6 +174,28 @@ class Problem:
     def __repr__(self) -> str:
         return (f"Problem({type(self.operator).__name__}, batch={len(self)}, x_shape={self.x_shape}, "
                 f"y_shape={tuple(self.y.shape[1:])}, noise={self.noise})")
+
+
+class _Drawn(torch.nn.Module):
+    """Stands in for a noise model and returns noise drawn beforehand (per-sample generators)."""
+
+    def __init__(self, noisy: Tensor):
+        super().__init__()
+        self.noisy = noisy
+
+    def forward(self, x: Tensor, *args, **kwargs) -> Tensor:
+        return self.noisy
+
+
+def _through_operator_noise(operator: Physics, noisy: Tensor) -> Tensor:
+    """Apply the operator's own ``noise`` step to pre-drawn noisy data, so that operators which mask
+    their noise (deepinv inpainting and MRI keep noise off unobserved entries) still do so."""
+    original = operator.noise_model
+    try:
+        operator.noise_model = _Drawn(noisy)
+        return operator.noise(noisy)
+    finally:
+        operator.noise_model = original
 
 
 def _real(dtype: torch.dtype) -> torch.dtype:

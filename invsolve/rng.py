@@ -15,9 +15,12 @@ Seed = int | Iterable[int] | None
 
 
 def make_generators(seed: Seed, n: int) -> list[torch.Generator]:
-    """n CPU generators: from one int (sample i gets seed + i) or one seed per sample."""
+    """n CPU generators: from one int (sample i gets seed + i) or one seed per sample.
+
+    torch's CPU generator uses the low 32 bits of a seed, so seeds should stay below 2**32.
+    """
     if seed is None:
-        seeds = [int(torch.randint(0, 2**62, (1,)).item()) + i for i in range(n)]
+        seeds = [int(torch.randint(0, 2**31, (1,)).item()) + i for i in range(n)]
     elif isinstance(seed, int):
         seeds = [seed + i for i in range(n)]
     else:

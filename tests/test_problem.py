@@ -97,3 +97,16 @@ def test_gaussian_noise_model_is_read():
     op = Denoising(noise_model=GaussianNoise(sigma=0.2))
     problem = invsolve.Problem(op, torch.zeros(1, 1, 2, 2))
     assert problem.noise_sigma == pytest.approx(0.2)
+
+
+def test_simulated_noise_respects_the_operator_mask():
+    """deepinv inpainting keeps noise off missing pixels; simulate must too."""
+    from deepinv.physics import Inpainting
+
+    mask = torch.ones(1, 1, 4, 4)
+    mask[..., :2, :] = 0
+    op = Inpainting(img_size=(1, 4, 4), mask=mask, noise_model=GaussianNoise(sigma=0.3))
+    problem = invsolve.Problem.simulate(op, torch.rand(2, 1, 4, 4), seed=0)
+    assert (problem.y[..., :2, :] == 0).all()
+    assert problem.y[..., 2:, :].std() > 0
+    assert isinstance(op.noise_model, GaussianNoise)  # restored

@@ -67,6 +67,10 @@ class Solver:
     def validate(self) -> None:
         """Check hyperparameters; raise ValueError saying what is expected."""
 
+    def expected_nfe(self) -> int:
+        """Batched network evaluations one ``solve`` makes (documented per solver; tested)."""
+        return self.steps
+
     # --- entry point ----------------------------------------------------------------------------
     def solve(self, problem: Problem, prior: Prior, seed: Seed = 0) -> Result:
         """Draw one posterior sample per measurement in ``problem`` (use ``problem.repeat(n)`` for n)."""
@@ -165,3 +169,8 @@ def ddim_step(x: Tensor, x0: Tensor, a_t: Tensor, s_t: Tensor, a_s: Tensor, s_s:
     if eta > 0:
         out = out + c * noise
     return out
+
+
+def canonical_sigmas(path: P.Path, steps: int) -> Tensor:
+    """The canonical (VE) noise levels sigma_t / alpha_t of ``time_grid(path, steps)``, decreasing."""
+    return path.sigma_canon(time_grid(path, steps))

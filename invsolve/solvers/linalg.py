@@ -1,0 +1,54 @@
+"""Linear algebra on operators shared by solvers: Gram solves, proximal steps, pseudo-inverses.
+
+Decomposable operators (deepinv ``DecomposablePhysics``: inpainting, BlurFFT, MRI, operators.Matrix)
+get closed forms through their SVD; other linear operators use deepinv's per-sample conjugate gradient.
+"""
+
+from __future__ import annotations
+
+from deepinv.optim.linear import conjugate_gradient
+from deepinv.physics import DecomposablePhysics, LinearPhysics
+from torch import Tensor
+
+
+def require_linear(operator, solver: str) -> LinearPhysics:
+    if not isinstance(operator, LinearPhysics):
+        raise ValueError(f"{solver} needs a linear operator (deepinv LinearPhysics with A_adjoint); "
+                         f"got {type(operator).__name__}: try dps, daps or reddiff")
+    return operator
+
+
+def require_svd(operator, solver: str) -> DecomposablePhysics:
+    if not isinstance(operator, DecomposablePhysics):
+        raise ValueError(f"{solver} needs a decomposable operator (an SVD: deepinv DecomposablePhysics such "
+                         "as Inpainting, BlurFFT, MRI, Denoising, or operators.Matrix); got "
+                         f"{type(operator).__name__}: try pigdm, diffpir or dps")
+    return operator
+
+
+def gram_solve(operator: LinearPhysics, v: Tensor, r2: float, s2: float, max_iter: int = 200) -> Tensor:
+    """Solve (r2 A A^T + s2 I) u = v for u (y-shaped), per sample.
+
+    Closed form U diag(1 / (r2 s^2 + s2)) U^T v for decomposable operators (directions with
+    r2 s^2 + s2 = 0 carry no information and get 0); conjugate gradient otherwise.
+    """
+    if isinstance(operator, DecomposablePhysics):
+        m = operator.mask
+        m2 = (m.conj() * m).real if m.is_complex() else m * m
+        denom = r2 * m2.to(v.real.dtype) + s2
+        inv = (1.0 / denom).masked_fill(denom <= 0, 0.0)
+        return operator.U(inv * operator.U_adjoint(v))
+    if s2 <= 0 and r2 <= 0:
+        raise ValueError("gram_solve needs r2 > 0 or s2 > 0")
+    return conjugate_gradient(lambda u: r2 * operator.A_A_adjoint(u) + s2 * u, v, max_iter=max_iter,
+                              tol=1e-6, parallel_dim=0)
+
+
+def prox_data(operator: LinearPhysics, z: Tensor, y: Tensor, rho: float) -> Tensor:
+    """argmin_x ||y - A x||^2 + rho ||x - z||^2 (deepinv's prox_l2 with gamma = 1 / rho).
+
+    rho = 0 is the limit: the projection z + A^+ (y - A z) onto {A x = y}.
+    """
+    if rho <= 0:
+        return z + operator.A_dagger(y - operator.A(z))
+    return operator.prox_l2(z, y, 1.0 / rho)
