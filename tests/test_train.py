@@ -43,3 +43,15 @@ def test_cli_writes_loadable_prior(tmp_path):
     prior = load_prior(out)
     x = torch.rand(1, 3, 20, 20)
     assert prior.denoise(x, torch.tensor([0.1])).shape == x.shape
+
+
+def test_flow_run_loads_as_velocity_prior(tmp_path):
+    res = train(TINY, out=str(tmp_path / "flow"), steps=2, objective="flow")
+    prior = load_prior(res["out"])
+    assert prior.parameterization == "velocity" and prior.info["objective"] == "flow"
+    x, sigma = torch.rand(2, 3, 16, 16), torch.tensor([0.1, 0.5])
+    t = (2 * sigma / (1 + 2 * sigma))[:, None, None, None]  # data at t = 0, [-1, 1] units
+    x_t = (1 - t) * (2 * x - 1)
+    with torch.no_grad():
+        u = prior.module(x_t, t.flatten())
+        torch.testing.assert_close(prior.denoise(x, sigma), (x_t - t * u + 1) / 2)
