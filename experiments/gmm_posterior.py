@@ -32,12 +32,15 @@ def _key(row: dict) -> tuple:
 
 
 def _mean_se(vals: list[float]) -> str:
+    """mean ± standard error of the finite values; failures (solver NaN guard) are counted."""
+    failed = sum(not math.isfinite(v) for v in vals)
     vals = [v for v in vals if math.isfinite(v)]
+    note = f" ({failed} failed)" if failed else ""
     if not vals:
-        return "nan"
+        return "failed" if failed else ""
     m = sum(vals) / len(vals)
     se = (sum((v - m) ** 2 for v in vals) / max(len(vals) - 1, 1)) ** 0.5 / len(vals) ** 0.5
-    return f"{m:.2f} ± {se:.2f}"
+    return f"{m:.2f} ± {se:.2f}{note}"
 
 
 def table(rows: list[dict], methods: list[tuple[str, int]]) -> str:
@@ -68,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small grid: d in {8, 80}, d_y in {1, 2}, 3 problems")
     ap.add_argument("--name", default=None, help="results folder name (default gmm_posterior[_quick])")
     ap.add_argument("--hp", default="{}", help='JSON dict of per-solver hyperparameters, {"dps": {"zeta": 1}}')
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (small matrices: 1 is fastest)")
     args = ap.parse_args(argv)
     if args.quick:
         args.dims, args.dys, args.problems, args.samples = [8, 80], [1, 2], 3, 256
@@ -85,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = [(m, s) for m in args.solvers for s in args.steps]
     jobs = [(d, dy, sy, p) for d in args.dims for dy in args.dys for sy in sigmas for p in range(args.problems)]
     torch.set_default_dtype(torch.float64)
+    torch.set_num_threads(args.threads)
     with path.open("a") as fh:
         for d, dy, sy, p in tqdm(jobs, desc="gmm problems"):
             base = {"dim": d, "dim_y": dy, "problem": p, "sigma_y_fixed": sy}
@@ -105,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
                 fh.flush()
     md = table([r for r in rows if r["dim"] in args.dims and r["dim_y"] in args.dys], methods)
     header = (f"Sliced Wasserstein (100 directions, {args.samples} samples) to exact posterior samples; "
-              f"mean ± s.e. over {args.problems} problems per cell.\n\n")
+              f"mean ± s.e. over {args.problems} problems per cell. Hyperparameters: paper defaults "
+              f"except {json.dumps(hp)}. Command: python experiments/gmm_posterior.py "
+              f"{' '.join(argv if argv is not None else sys.argv[1:])}\n\n")
     (out / "table.md").write_text(header + md + "\n")
     print(header + md)
     return 0

@@ -61,9 +61,11 @@ def score_case(case: GMMCase, solver: str, n: int, steps: int, seed: int = 0,
 
     reference = case.posterior.sample(n, seed=seed + 1)
     start = time.perf_counter()
-    res = invsolve.solve(case.problem.repeat(n), case.prior, solver, seed=seed + 7, steps=steps, **hp)
-    finite = bool(torch.isfinite(res.x).all())
-    sw = sliced_wasserstein(res.x, reference, n_directions, seed=seed) if finite else float("nan")
+    try:
+        res = invsolve.solve(case.problem.repeat(n), case.prior, solver, seed=seed + 7, steps=steps, **hp)
+    except FloatingPointError as err:  # the solver's NaN guard: recorded as a failure, not hidden
+        return {"sw": float("nan"), "nfe": 0, "seconds": time.perf_counter() - start, "error": str(err)}
+    sw = sliced_wasserstein(res.x, reference, n_directions, seed=seed)
     return {"sw": sw, "nfe": res.nfe, "seconds": time.perf_counter() - start}
 
 
