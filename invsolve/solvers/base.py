@@ -99,6 +99,11 @@ class Solver:
         """Per-sample standard normal draws of shape (B, *x_shape)."""
         return randn(gens, problem.x_shape, self.like(problem))
 
+    @staticmethod
+    def denoise_at(prior: Prior, x: Tensor, sigma: float) -> Tensor:
+        """prior.denoise at one scalar noise level for the whole batch."""
+        return prior.denoise(x, x.new_full((x.shape[0],), sigma))
+
     def iterate(self, n: int | None = None) -> Iterator[int]:
         """range(n or steps), with a tqdm bar when ``progress`` is set."""
         n = self.steps if n is None else n

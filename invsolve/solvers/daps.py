@@ -64,7 +64,7 @@ class DAPS(Solver):
         """x0_hat(x_t): Euler steps of dx/dsigma = (x - D(x, sigma)) / sigma from sigma to 0.01."""
         sig = karras_sigmas(self.ode_steps + 1, min(0.01, sigma), sigma).tolist()
         for j in range(self.ode_steps):
-            d = (x - prior.denoise(x, torch.full((x.shape[0],), sig[j], dtype=x.dtype, device=x.device)))
+            d = x - self.denoise_at(prior, x, sig[j])
             x = x + (sig[j + 1] - sig[j]) * d / sig[j]
         return x
 

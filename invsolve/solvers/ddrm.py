@@ -17,7 +17,7 @@ from torch import Tensor
 from invsolve import paths as P
 
 from .base import Solver, canonical_sigmas
-from .linalg import require_svd
+from .linalg import require_gaussian, require_svd
 from .registry import register
 
 
@@ -40,11 +40,9 @@ class DDRM(Solver):
 
     def run(self, problem, prior, gens) -> tuple[Tensor, dict]:
         op = require_svd(problem.operator, self.name)
-        if problem.noise_sigma is None:
-            raise ValueError("ddrm assumes Gaussian measurement noise; try dps for Poisson noise")
         like = self.like(problem)
         sigmas = canonical_sigmas(P.get_path(self.path), self.steps).tolist() + [0.0]
-        sy = problem.noise_sigma
+        sy = require_gaussian(problem, self.name)
         mask = op.mask.to(like.device)
         s = mask.abs() if mask.is_complex() else mask
         seen = s > 0
@@ -64,7 +62,7 @@ class DDRM(Solver):
         for i in self.iterate():
             s_t, s_n = sigmas[i], sigmas[i + 1]
             with torch.no_grad():
-                x0 = prior.denoise(x, torch.full((len(problem),), s_t, dtype=like.dtype, device=like.device))
+                x0 = self.denoise_at(prior, x, s_t)
             x0b, xb = op.V_adjoint(x0), op.V_adjoint(x)
             z = spectral_noise()
             c = (1 - self.eta**2) ** 0.5 * s_n

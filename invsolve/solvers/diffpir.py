@@ -17,7 +17,7 @@ from torch import Tensor
 from invsolve import paths as P
 
 from .base import Solver, canonical_sigmas
-from .linalg import prox_data, require_linear
+from .linalg import prox_data, require_gaussian, require_linear
 from .registry import register
 
 
@@ -40,16 +40,13 @@ class DiffPIR(Solver):
 
     def run(self, problem, prior, gens) -> tuple[Tensor, dict]:
         op = require_linear(problem.operator, self.name)
-        if problem.noise_sigma is None:
-            raise ValueError("diffpir assumes Gaussian measurement noise; try dps for Poisson noise")
-        like = self.like(problem)
         sigmas = canonical_sigmas(P.get_path(self.path), self.steps).tolist() + [0.0]
-        s2n = problem.noise_sigma**2
+        s2n = require_gaussian(problem, self.name) ** 2
         x = sigmas[0] * self.randn(gens, problem)
         for i in self.iterate():
             s_t, s_n = sigmas[i], sigmas[i + 1]
             with torch.no_grad():
-                x0 = prior.denoise(x, torch.full((len(problem),), s_t, dtype=like.dtype, device=like.device))
+                x0 = self.denoise_at(prior, x, s_t)
                 x0 = prox_data(op, x0, problem.y, self.lam * s2n / s_t**2)  # Eq. 12-13
                 eps_hat = (x - x0) / s_t
                 eps = self.randn(gens, problem)

@@ -26,6 +26,13 @@ def require_svd(operator, solver: str) -> DecomposablePhysics:
     return operator
 
 
+def require_gaussian(problem, solver: str) -> float:
+    """The problem's Gaussian noise std (0 if noiseless); a clear error for other noise models."""
+    if problem.noise_sigma is None:
+        raise ValueError(f"{solver} assumes Gaussian measurement noise; try dps for Poisson noise")
+    return problem.noise_sigma
+
+
 def gram_solve(operator: LinearPhysics, v: Tensor, r2: float, s2: float, max_iter: int = 200) -> Tensor:
     """Solve (r2 A A^T + s2 I) u = v for u (y-shaped), per sample.
 

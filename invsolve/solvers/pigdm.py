@@ -18,7 +18,7 @@ from torch import Tensor
 from invsolve import paths as P
 
 from .base import Solver, canonical_sigmas, ddim_step
-from .linalg import gram_solve, require_linear
+from .linalg import gram_solve, require_gaussian, require_linear
 from .registry import register
 
 
@@ -41,17 +41,15 @@ class PiGDM(Solver):
 
     def run(self, problem, prior, gens) -> tuple[Tensor, dict]:
         op = require_linear(problem.operator, self.name)
-        if problem.noise_sigma is None:
-            raise ValueError("pigdm assumes Gaussian measurement noise; try dps for Poisson noise")
         like = self.like(problem)
         sigmas = canonical_sigmas(P.get_path(self.path), self.steps).tolist() + [0.0]
-        s2y = problem.noise_sigma**2
+        s2y = require_gaussian(problem, self.name) ** 2
         x = sigmas[0] * self.randn(gens, problem)
         one = torch.ones((), dtype=like.dtype, device=like.device)
         for i in self.iterate():
             s_t, s_n = sigmas[i], sigmas[i + 1]
             x = x.detach().requires_grad_(True)
-            x0 = prior.denoise(x, torch.full((len(problem),), s_t, dtype=like.dtype, device=like.device))
+            x0 = self.denoise_at(prior, x, s_t)
             r2 = s_t**2 * self.data_var / (s_t**2 + self.data_var)  # Eq. 5
             with torch.no_grad():
                 u = gram_solve(op, problem.y - op.A(x0), r2, s2y)  # (r^2 A A^T + sigma_y^2 I)^-1 (y - A x0)
