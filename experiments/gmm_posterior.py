@@ -28,7 +28,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _key(row: dict) -> tuple:
-    return (row["dim"], row["dim_y"], row["problem"], row["method"], row["steps"], row.get("sigma_y_fixed"))
+    return (row["dim"], row["dim_y"], row["problem"], row["method"], row["steps"], row.get("sigma_y_fixed"),
+            row.get("hp", "{}"))
+
+
+def _hp_key(hp: dict, method: str) -> str:
+    return json.dumps(hp.get(method, {}), sort_keys=True)
 
 
 def _mean_se(vals: list[float]) -> str:
@@ -43,18 +48,23 @@ def _mean_se(vals: list[float]) -> str:
     return f"{m:.2f} ± {se:.2f}{note}"
 
 
-def table(rows: list[dict], methods: list[tuple[str, int]]) -> str:
-    """Markdown table: one row per (d, d_y), columns floor, prior, then solver@steps."""
+def table(rows: list[dict], methods: list[tuple[str, int]], hp: dict) -> str:
+    """Markdown table: one row per (d, d_y), columns n (problems), floor, prior, then solver@steps
+    (rows run with the hyperparameters ``hp`` only)."""
     cells: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
+        if r.get("hp", "{}") != _hp_key(hp, r["method"]):
+            continue
         col = r["method"] if r["method"] in ("floor", "prior") else f"{r['method']}@{r['steps']}"
         cells[(r["dim"], r["dim_y"], r.get("sigma_y_fixed"))][col].append(r["sw"])
     cols = ["floor", "prior"] + [f"{m}@{s}" for m, s in methods]
-    head = "| d | d_y | sigma_y | " + " | ".join(cols) + " |"
-    lines = [head, "|" + "---|" * (len(cols) + 3)]
+    head = "| d | d_y | sigma_y | n | " + " | ".join(cols) + " |"
+    lines = [head, "|" + "---|" * (len(cols) + 4)]
     for (d, dy, sy), byc in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or -1)):
         sy_txt = "U(0,1)·s_max" if sy is None else f"{sy:g}"
-        lines.append(f"| {d} | {dy} | {sy_txt} | " + " | ".join(_mean_se(byc.get(c, [])) for c in cols) + " |")
+        n = len(byc.get("floor", []))
+        lines.append(f"| {d} | {dy} | {sy_txt} | {n} | " + " | ".join(_mean_se(byc.get(c, [])) for c in cols)
+                     + " |")
     return "\n".join(lines)
 
 
@@ -93,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     with path.open("a") as fh:
         for d, dy, sy, p in tqdm(jobs, desc="gmm problems"):
             base = {"dim": d, "dim_y": dy, "problem": p, "sigma_y_fixed": sy}
-            todo = [m for m in [("floor", 0), ("prior", 0), *methods] if _key({**base, "method": m[0],
-                                                                                "steps": m[1]}) not in done]
+            todo = [m for m in [("floor", 0), ("prior", 0), *methods]
+                    if _key({**base, "method": m[0], "steps": m[1], "hp": _hp_key(hp, m[0])}) not in done]
             if not todo:
                 continue
             case = make_case(d, dy, p, sigma_y=sy)
@@ -104,13 +114,15 @@ def main(argv: list[str] | None = None) -> int:
                     res = {"sw": refs[method], "nfe": 0, "seconds": 0.0}
                 else:
                     res = score_case(case, method, args.samples, steps, seed=p, **hp.get(method, {}))
-                row = {**base, "method": method, "steps": steps, "sigma_y": case.sigma_y, **res}
+                row = {**base, "method": method, "steps": steps, "sigma_y": case.sigma_y,
+                       "hp": _hp_key(hp, method), **res}
                 rows.append(row)
                 fh.write(json.dumps(row) + "\n")
                 fh.flush()
-    md = table([r for r in rows if r["dim"] in args.dims and r["dim_y"] in args.dys], methods)
+    md = table([r for r in rows if r["dim"] in args.dims and r["dim_y"] in args.dys
+                and r.get("sigma_y_fixed") in sigmas], methods, hp)
     header = (f"Sliced Wasserstein (100 directions, {args.samples} samples) to exact posterior samples; "
-              f"mean ± s.e. over {args.problems} problems per cell. Hyperparameters: paper defaults "
+              f"mean ± s.e. over the n problems per cell in results.jsonl. Hyperparameters: paper defaults "
               f"except {json.dumps(hp)}. Command: python experiments/gmm_posterior.py "
               f"{' '.join(argv if argv is not None else sys.argv[1:])}\n\n")
     (out / "table.md").write_text(header + md + "\n")
