@@ -47,11 +47,15 @@ class Matrix(DecomposablePhysics):
         if x.ndim != 2 or x.shape[1] != n:
             raise ValueError(f"Matrix expects {what} of shape (B, {n}), got {tuple(x.shape)}")
 
+    # A and A^T use the dense (m, d) matrix: for m << d this costs O(m d) per sample instead of the
+    # O(d^2) of going through V; the SVD factors serve SVD-based solvers and prox/pseudo-inverse.
     def A(self, x: torch.Tensor, **kw) -> torch.Tensor:
-        return self.U(self.mask.to(x.dtype) * self.V_adjoint(x))
+        self._check(x, self.d, "x")
+        return x @ self.matrix.to(x.dtype).T
 
     def A_adjoint(self, y: torch.Tensor, **kw) -> torch.Tensor:
-        return self.V(self.mask.to(y.dtype) * self.U_adjoint(y))
+        self._check(y, self.m, "y")
+        return y @ self.matrix.to(y.dtype)
 
     def V_adjoint(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x, self.d, "x")
