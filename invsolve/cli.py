@@ -21,7 +21,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from invsolve.demo import run_demo
 
-    return run_demo(steps=args.steps, samples=args.samples, seed=args.seed, out=args.out)
+    return run_demo(steps=args.steps, samples=args.samples, seed=args.seed, out=args.out,
+                    image=not args.no_image)
 
 
 def _delegate(module: str, argv: list[str]) -> int:
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--samples", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="invsolve-demo", help="folder for the demo's figure and numbers")
+    p.add_argument("--out", default="invsolve-demo", help="folder for the demo's figures")
+    p.add_argument("--no-image", action="store_true", help="skip the image part (Gaussian mixture only)")
     p.set_defaults(func=_cmd_demo)
     for name in DELEGATED:
         sub.add_parser(name, help=f"see 'invsolve {name} --help'")

@@ -1,9 +1,11 @@
-"""``invsolve demo``: solve a problem whose exact answer is known and show how close the solver gets.
+"""``invsolve demo``: two problems, both with priors shipped in the package (no download).
 
-The shipped default prior is the analytic 25-component Gaussian mixture (no download): a random
-2 x 8 matrix measures a draw from it, DPS samples the posterior, and the samples are compared with
-exact posterior samples (sliced Wasserstein) beside the floor and the prior. A scatter plot of the
-first two coordinates is written to ``<out>/demo.png``.
+1. Exact check: the analytic 25-component Gaussian mixture, measured by a random 2 x 8 matrix. DPS
+   samples the posterior and is compared with exact posterior samples (sliced Wasserstein) beside the
+   floor and the prior; scatter plot ``<out>/demo.png``.
+2. Image: the shipped ``natural-rgb`` prior restores a held-out photo (scikit-image's chelsea, never
+   seen in training) from 70 % missing pixels with noise; DDRM and DPS against the zero-filled
+   measurement and skimage's biharmonic inpainting, PSNR printed; figure ``<out>/demo_image.png``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,18 @@ from invsolve.evaluation.gmm import make_case
 from invsolve.evaluation.metrics import sliced_wasserstein
 
 
-def run_demo(steps: int = 100, samples: int = 512, seed: int = 0, out: str | Path = "invsolve-demo") -> int:
+def run_demo(steps: int = 100, samples: int = 512, seed: int = 0, out: str | Path = "invsolve-demo",
+             image: bool = True) -> int:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _gmm_demo(steps, samples, seed, out)
+    if image:
+        _image_demo(seed, out)
+    return 0
+
+
+def _gmm_demo(steps: int, samples: int, seed: int, out: Path) -> None:
+    print("== 1. Gaussian mixture, exact posterior known ==")
     case = make_case(dim=8, dim_y=2, seed=seed)
     print(f"problem: {case.problem}")
     exact = case.posterior.sample(samples, seed=seed + 1)
@@ -33,11 +46,55 @@ def run_demo(steps: int = 100, samples: int = 512, seed: int = 0, out: str | Pat
         results[name] = res.x
         sw = sliced_wasserstein(res.x, exact)
         print(f"  {name:<5} {steps:>4} steps        {sw:7.3f}   ({res.nfe} NFE, {res.seconds:.2f} s)")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     _plot(exact, case.prior.sample(samples, seed=seed + 3), results, out / "demo.png")
     print(f"figure: {out / 'demo.png'}")
-    return 0
+
+
+def _image_demo(seed: int, out: Path, size: int = 64) -> None:
+    from skimage.restoration import inpaint_biharmonic
+
+    from invsolve import operators, priors
+    from invsolve.evaluation.metrics import psnr
+    from invsolve.priors.datasets import natural_rgb_images
+
+    print("\n== 2. Inpainting a held-out photo with the shipped natural-rgb prior ==")
+    images, names = natural_rgb_images("test")
+    img = images[0]
+    top, left = (img.shape[1] - 2 * size) // 2, (img.shape[2] - 2 * size) // 2
+    x = torch.nn.functional.avg_pool2d(img[None, :, top:top + 2 * size, left:left + 2 * size], 2)
+    prior = priors.load("natural-rgb").eval()
+    op = operators.build("inpaint_random", img_size=(3, size, size), missing=0.7, noise_sigma=0.02, seed=seed)
+    problem = invsolve.Problem.simulate(op, x, seed=seed)
+    mask = op.mask.expand_as(x)[0, 0].bool().numpy()
+    observed = problem.y[0].permute(1, 2, 0).numpy()
+    classical = torch.from_numpy(inpaint_biharmonic(observed, ~mask, channel_axis=-1)).permute(2, 0, 1)[None]
+    recon = {"measurement (zero-filled)": problem.y, "biharmonic (skimage)": classical.float()}
+    print(f"image: {names[0]} ({size}x{size} crop, held out from training); 70% pixels missing, sigma_y 0.02")
+    for label, x_hat in recon.items():
+        print(f"  {label:<27} PSNR {psnr(x_hat.clamp(0, 1), x):6.2f} dB")
+    for name, hp in (("ddrm", {"steps": 20}), ("dps", {"steps": 100, "zeta": 1.0})):
+        res = invsolve.solve(problem, prior, name, seed=seed, progress=True, **hp)
+        recon[f"{name} ({res.nfe} NFE)"] = res.x
+        print(f"  {name + ' (' + str(res.nfe) + ' NFE)':<27} PSNR {psnr(res.x.clamp(0, 1), x):6.2f} dB"
+              f"   ({res.seconds:.1f} s)")
+    _plot_images({"truth": x, **recon}, out / "demo_image.png")
+    print(f"figure: {out / 'demo_image.png'}")
+
+
+def _plot_images(images: dict[str, torch.Tensor], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(images), figsize=(2.6 * len(images), 2.9))
+    for ax, (title, im) in zip(axes, images.items()):
+        ax.imshow(im[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy())
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _plot(exact: torch.Tensor, prior: torch.Tensor, results: dict[str, torch.Tensor], path: Path) -> None:

@@ -26,7 +26,7 @@ def test_cli_list(capsys):
 
 
 def test_cli_demo(tmp_path, capsys):
-    assert main(["demo", "--steps", "30", "--samples", "128", "--out", str(tmp_path)]) == 0
+    assert main(["demo", "--steps", "30", "--samples", "128", "--no-image", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "floor" in out and "dps" in out
     assert (tmp_path / "demo.png").stat().st_size > 1000

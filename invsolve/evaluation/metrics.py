@@ -32,3 +32,10 @@ def _quantiles(sorted_proj: Tensor, levels: Tensor) -> Tensor:
     n = len(sorted_proj)
     idx = torch.clamp((levels * n).floor().long(), 0, n - 1)
     return sorted_proj[idx]
+
+
+def psnr(x_hat: Tensor, x: Tensor, data_range: float = 1.0) -> float:
+    """Peak signal-to-noise ratio in dB over the whole batch (images in [0, data_range])."""
+    from deepinv.loss.metric import PSNR
+
+    return float(PSNR(max_pixel=data_range)(x_hat.float(), x.float()).mean())
