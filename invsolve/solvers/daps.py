@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from invsolve.rng import randn
+
 from .base import Solver, karras_sigmas
 from .registry import register
 
@@ -78,11 +80,13 @@ class DAPS(Solver):
                 x0_hat = self.ode_x0(prior, x, s)  # step 1
             lr = self.lr * (1 + (i / max(self.steps - 1, 1)) * (self.lr_min_ratio - 1))
             x0 = x0_hat.clone()
-            for _ in range(self.mcmc_steps):  # step 2: Langevin on p(x0 | x_t, y)
+            # All of this level's Langevin noise in one draw per sample (one generator call, not mcmc_steps).
+            kicks = randn(gens, (self.mcmc_steps, *problem.x_shape), x0) if self.mcmc_steps else None
+            for k in range(self.mcmc_steps):  # step 2: Langevin on p(x0 | x_t, y)
                 x0 = x0.detach().requires_grad_(True)
                 (g,) = torch.autograd.grad(scale * problem.misfit(x0).sum(), x0)
                 with torch.no_grad():
-                    x0 = x0 - lr * (g + (x0 - x0_hat) / s**2) + (2 * lr) ** 0.5 * self.randn(gens, problem)
+                    x0 = x0 - lr * (g + (x0 - x0_hat) / s**2) + (2 * lr) ** 0.5 * kicks[:, k]
             x0 = x0.detach()
             self.guard(x0, i, "lr")
             if i + 1 < self.steps:
