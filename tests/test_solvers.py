@@ -100,3 +100,10 @@ def test_prior_problem_shape_mismatch():
     case = make_case(8, 2, 0)
     with pytest.raises(ValueError, match="shape"):
         invsolve.solve(case.problem, priors.mcgdiff_mixture(10), "ddim", steps=3)
+
+
+def test_guard_catches_divergence_without_nan():
+    solver = invsolve.solvers.get("dps")()
+    solver.guard(torch.full((2, 3), 1e9), 0, "zeta")  # large but plausible: passes
+    with pytest.raises(FloatingPointError, match="diverged.*lower zeta"):
+        solver.guard(torch.full((2, 3), 1e80, dtype=torch.float64), 4, "zeta")

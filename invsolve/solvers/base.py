@@ -109,12 +109,17 @@ class Solver:
         n = self.steps if n is None else n
         return iter(tqdm(range(n), desc=self.name, leave=False)) if self.progress else iter(range(n))
 
+    #: |x| beyond this counts as diverged: no signal in the project's units comes near it.
+    divergence_bound: ClassVar[float] = 1e10
+
     def guard(self, x: Tensor, step: int, hint: str) -> None:
-        """Raise if x has NaN/Inf, naming the step and the hyperparameter to lower."""
-        if not torch.isfinite(x).all():
+        """Raise if x has NaN/Inf or has diverged, naming the step and the hyperparameter to lower."""
+        finite = bool(torch.isfinite(x).all())
+        if not finite or float(x.detach().abs().max()) > self.divergence_bound:
+            what = "non-finite values" if not finite else f"values beyond {self.divergence_bound:g} (diverged)"
             value = getattr(self, hint, None)
             now = f" (now {value})" if value is not None else ""
-            raise FloatingPointError(f"{self.name}: non-finite values at step {step + 1}/{self.steps}; "
+            raise FloatingPointError(f"{self.name}: {what} at step {step + 1}/{self.steps}; "
                                      f"lower {hint}{now} or check the measurement scale")
 
     @classmethod
