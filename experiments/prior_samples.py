@@ -1,6 +1,7 @@
 """Unconditional samples of the shipped priors (DDIM, Song et al. 2021, arXiv 2010.02502).
 
-The priors are fully convolutional and were trained on 32 x 32 crops; samples are drawn at
+The priors are fully convolutional (natural-rgb and phantom-ct were trained on 32 x 32 crops, darcy
+on whole 64 x 64 fields); samples are drawn at
 ``--size`` (default 64) with the ``ddim`` solver (deterministic, ``--steps`` steps, y ignored).
 Writes experiments/results/prior_samples/<name>.png (a 4 x 4 grid).
 Run: python experiments/prior_samples.py [--weights natural-rgb=DIR ...]
@@ -45,7 +46,7 @@ def sample(prior: priors.Prior, channels: int, n: int, size: int, steps: int, se
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--weights", nargs="*", default=[], help="NAME=DIR: sample a run folder instead")
-    p.add_argument("--priors", nargs="*", default=["natural-rgb", "phantom-ct"])
+    p.add_argument("--priors", nargs="*", default=["natural-rgb", "phantom-ct", "darcy"])
     p.add_argument("--n", type=int, default=16)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--steps", type=int, default=100)
@@ -57,7 +58,8 @@ def main() -> None:
         prior = load_prior(override[name]) if name in override else priors.load(name)
         channels = prior.info["architecture"]["kwargs"]["in_channels"]
         x = sample(prior, channels, a.n, a.size, a.steps)
-        imsave(OUT / f"{name}.png", grid(x), check_contrast=False)
+        lo, hi = prior.info.get("units", (0.0, 1.0))  # shown in [0, 1]: (x - lo) / (hi - lo)
+        imsave(OUT / f"{name}.png", grid((x - lo) / (hi - lo)), check_contrast=False)
         print(f"{name}: {a.n} samples {a.size}x{a.size}, mean {x.mean():.3f} std {x.std():.3f} "
               f"-> {OUT / (name + '.png')}")
 

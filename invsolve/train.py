@@ -241,7 +241,7 @@ def _train(cfg: TrainConfig) -> dict:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="invsolve train", description=__doc__.split("\n\n")[0])
     d = TrainConfig()
-    p.add_argument("--data", default=d.data, help="natural-rgb or phantom-ct")
+    p.add_argument("--data", default=d.data, help="natural-rgb, phantom-ct or darcy")
     p.add_argument("--out", default=None, help="run folder (checkpoints, model.pt, prior.json)")
     p.add_argument("--objective", default=d.objective, choices=["edm", "flow"])
     for name in ("steps", "batch", "crop", "channels", "num_res_blocks", "warmup", "ckpt_every",

@@ -4,7 +4,11 @@
   scikit-learn happens to be installed), split at the level of whole images (``NATURAL_SPLIT``).
   ``chelsea`` and ``cat`` are the same photo, so both sit in the test split.
 - ``phantom-ct``: random ellipse phantoms in the style of Shepp & Logan (1974), values in [0, 1];
-  the test image is ``skimage.data.shepp_logan_phantom``.
+  the test images are ``skimage.data.shepp_logan_phantom`` and a real CT slice (``ct_slice``: the
+  128 x 128 ``CT_small.dcm`` that pydicom bundles, needs ``pip install pydicom``).
+- ``darcy``: Darcy permeabilities a in {3, 12} on 64 x 64 (thresholded Neumann GRF,
+  ``invsolve.data.darcy_permeability``); train seed 0, test seed 1 (disjoint draws). The sampler sees
+  (a - 3) / 9 in [0, 1]; prior.json's ``units`` [3, 12] makes the prior act on a itself.
 
 Images are float tensors (C, H, W) in [0, 1]. ``PatchSampler`` draws random crops (with flips and
 90-degree rotations) from a list of images using an explicit ``torch.Generator``, so training is
@@ -155,7 +159,35 @@ class PatchSampler:
         return torch.stack(out)
 
 
-DATASETS = ("natural-rgb", "phantom-ct")
+def ct_slice() -> Tensor:
+    """pydicom's bundled real CT slice ``CT_small.dcm`` as (1, 128, 128) float32 in [0, 1].
+
+    Hounsfield units are mapped linearly in attenuation, (HU + 1000) / 2000 clipped to [0, 1], so
+    air is 0, water 0.5 and dense bone 1 (the phantoms' range).
+    """
+    try:
+        import pydicom
+        from pydicom.data import get_testdata_file
+    except ImportError as e:
+        raise ImportError("ct_slice needs pydicom: pip install pydicom (or pip install -e '.[test]')") from e
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    hu = ds.pixel_array.astype(np.float64) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    return torch.from_numpy(np.clip((hu + 1000.0) / 2000.0, 0.0, 1.0)).float()[None]
+
+
+DATASETS = ("natural-rgb", "phantom-ct", "darcy")
+
+DARCY_UNITS = (3.0, 12.0)
+"""(a_low, a_high) of the ``darcy`` set: the prior's units."""
+
+
+def darcy_fields(n: int, split: str = "train", size: int = 64) -> Tensor:
+    """(n, 1, size, size) permeabilities in [3, 12]: ``split`` "train" is seed 0, "test" seed 1."""
+    from invsolve.data import darcy_permeability
+
+    seed = {"train": 0, "test": 1}[split]
+    lo, hi = DARCY_UNITS
+    return darcy_permeability(n, size, seed, a_low=lo, a_high=hi)[:, None].float()
 
 
 def training_data(name: str, crop: int, seed: int = 0) -> tuple[PatchSampler, dict]:
@@ -170,7 +202,16 @@ def training_data(name: str, crop: int, seed: int = 0) -> tuple[PatchSampler, di
         images = list(_phantoms(n, size, seed))
         info = {"dataset": f"phantom-ct: {n} random ellipse phantoms {size}x{size}, seed {seed}",
                 "split": {"train": f"ellipse_phantoms(n={n}, size={size}, seed={seed})",
-                          "test": "skimage.data.shepp_logan_phantom"}}
+                          "test": "skimage.data.shepp_logan_phantom; pydicom CT_small.dcm (ct_slice)"}}
+    elif name == "darcy":
+        n, size = 2000, 64
+        lo, hi = DARCY_UNITS
+        images = list((darcy_fields(n, "train", size) - lo) / (hi - lo))
+        info = {"dataset": f"darcy: {n} thresholded Neumann GRF permeabilities {size}x{size} "
+                           "(alpha 2, tau 3, a in {3, 12})",
+                "split": {"train": f"darcy_fields(n={n}, split='train') (seed 0)",
+                          "test": "darcy_fields(n, split='test') (seed 1)"},
+                "units": list(DARCY_UNITS)}
     else:
         raise ValueError(f"unknown data set {name!r}; choose one of {DATASETS}")
     return PatchSampler(images, crop), info

@@ -14,7 +14,7 @@ are read from a local ``path`` and a missing file raises an error that says wher
 - diffusers ``UNet2DModel`` repositories (optional dependency ``diffusers``): the scheduler config
   decides the path (DDPM betas or flow matching) and the prediction type.
 - Flow-matching velocity networks (torchcfm / flow_matching style): ``from_flow``.
-- Shipped priors trained by ``invsolve train`` (``natural-rgb``, ``phantom-ct``) in ``priors/weights``.
+- Shipped priors trained by ``invsolve train`` (``natural-rgb``, ``phantom-ct``, ``darcy``) in ``priors/weights``.
 """
 
 from __future__ import annotations
@@ -269,3 +269,8 @@ def _natural(device: str | torch.device = "cpu", dtype: torch.dtype = torch.floa
 @register("phantom-ct", "shipped: UNet (EDM) on random ellipse phantoms (1 channel, [0, 1])")
 def _phantom(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> NetworkPrior:
     return shipped("phantom-ct", device, dtype)
+
+
+@register("darcy", "shipped: UNet (EDM) on Darcy permeabilities a in {3, 12}, 64 x 64 (1 channel, units of a)")
+def _darcy(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> NetworkPrior:
+    return shipped("darcy", device, dtype)

@@ -55,3 +55,23 @@ def test_flow_run_loads_as_velocity_prior(tmp_path):
     with torch.no_grad():
         u = prior.module(x_t, t.flatten())
         torch.testing.assert_close(prior.denoise(x, sigma), (x_t - t * u + 1) / 2)
+
+
+def test_darcy_training_set_is_in_units_of_a(tmp_path):
+    from invsolve.priors.datasets import darcy_fields, training_data
+
+    from invsolve.data import generate_darcy
+
+    sampler, info = training_data("darcy", 64)
+    assert info["units"] == [3.0, 12.0] and sampler.channels == 1
+    patch = sampler.sample(4, torch.Generator().manual_seed(0))
+    assert patch.shape == (4, 1, 64, 64) and set(torch.unique(patch).tolist()) == {0.0, 1.0}
+    train_a, test_a = darcy_fields(3, "train"), darcy_fields(3, "test")
+    assert torch.equal(train_a, generate_darcy(3, 64, seed=0, progress=False)["a"])  # the PDE issue's fields
+    assert not torch.equal(train_a, test_a)
+    # a run on it records the units, so the loaded prior denoises in units of a
+    res = train(TINY, data="darcy", crop=16, out=str(tmp_path / "d"), steps=1)
+    prior = load_prior(res["out"])
+    assert prior.info["units"] == [3.0, 12.0]
+    assert prior.scale * 3.0 + prior.shift == pytest.approx(-1.0)
+    assert prior.scale * 12.0 + prior.shift == pytest.approx(1.0)

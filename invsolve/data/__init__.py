@@ -7,9 +7,9 @@ they change. CLI: ``invsolve data darcy|ns ...`` (``invsolve.data.cli``).
 """
 
 from .cache import load_or_generate
-from .darcy import darcy_dataset, generate_darcy
+from .darcy import darcy_dataset, darcy_permeability, generate_darcy
 from .grf import grf_neumann, grf_periodic
 from .ns import generate_ns, ns_dataset
 
-__all__ = ["darcy_dataset", "generate_darcy", "generate_ns", "grf_neumann", "grf_periodic",
+__all__ = ["darcy_dataset", "darcy_permeability", "generate_darcy", "generate_ns", "grf_neumann", "grf_periodic",
            "load_or_generate", "ns_dataset"]

@@ -18,6 +18,14 @@ from .cache import load_or_generate
 from .grf import grf_neumann
 
 
+def darcy_permeability(n: int, size: int = 64, seed: int = 0, alpha: float = 2.0, tau: float = 3.0,
+                       a_high: float = 12.0, a_low: float = 3.0, start: int = 0) -> Tensor:
+    """Permeabilities ``a`` (n, size, size) float64: samples ``start .. start+n-1`` of the thresholded
+    Neumann GRF set with ``seed`` (a = a_high where the field >= 0, else a_low)."""
+    field = grf_neumann(n, size, alpha, tau, seed=seed, start=start)
+    return torch.where(field >= 0, a_high, a_low).to(torch.float64)
+
+
 def generate_darcy(n: int, size: int = 64, seed: int = 0, alpha: float = 2.0, tau: float = 3.0,
                    a_high: float = 12.0, a_low: float = 3.0, face: str = "harmonic", chunk: int = 64,
                    progress: bool = True) -> dict[str, Tensor]:
@@ -28,8 +36,7 @@ def generate_darcy(n: int, size: int = 64, seed: int = 0, alpha: float = 2.0, ta
     with tqdm(total=n, desc=f"darcy {size}x{size}", disable=not progress or n < 2 * chunk) as bar:
         for start in range(0, n, chunk):
             m = min(chunk, n - start)
-            field = grf_neumann(m, size, alpha, tau, seed=seed, start=start)
-            a = torch.where(field >= 0, a_high, a_low).to(torch.float64)
+            a = darcy_permeability(m, size, seed, alpha, tau, a_high, a_low, start=start)
             with torch.no_grad():
                 u = darcy_solve(a, 1.0, face=face, solver="direct")
             a_out.append(a)
