@@ -2,6 +2,8 @@
 
     python experiments/gmm_posterior.py --solvers dps ddim --steps 20 100
     python experiments/gmm_posterior.py --quick          # small grid, under a minute
+    python experiments/gmm_posterior.py --solvers daps daps_lip=daps \
+        --hp '{"daps_lip": {"step": "lipschitz", "lr": 0.5}}'   # one solver, two settings, two columns
 
 Prints a markdown table of the sliced Wasserstein distance (100 directions) to exact posterior samples,
 mean +- standard error over problems, with the floor (exact vs exact) and the prior (exact prior
@@ -70,7 +72,9 @@ def table(rows: list[dict], methods: list[tuple[str, int]], hp: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--solvers", nargs="+", default=["dps", "ddim"], help="registered solver names")
+    ap.add_argument("--solvers", nargs="+", default=["dps", "ddim"],
+                    help="registered solver names; LABEL=SOLVER runs SOLVER as its own column LABEL (with "
+                         "--hp keyed by LABEL), e.g. to compare settings of one solver")
     ap.add_argument("--steps", nargs="+", type=int, default=[20, 100])
     ap.add_argument("--dims", nargs="+", type=int, default=[8, 80, 800])
     ap.add_argument("--dys", nargs="+", type=int, default=[1, 2, 4])
@@ -85,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.dims, args.dys, args.problems, args.samples = [8, 80], [1, 2], 3, 256
-    unknown = [s for s in args.solvers if s not in invsolve.solvers.available()]
+    solver_of = dict(s.split("=", 1) if "=" in s else (s, s) for s in args.solvers)
+    unknown = [s for s in solver_of.values() if s not in invsolve.solvers.available()]
     if unknown:
         ap.error(f"unknown solvers {unknown}; available: {sorted(invsolve.solvers.available())}")
     hp = json.loads(args.hp)
@@ -96,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
     done = {_key(r) for r in rows}
     sigmas = args.sigma_y if args.sigma_y else [None]
-    methods = [(m, s) for m in args.solvers for s in args.steps]
+    methods = [(m, s) for m in solver_of for s in args.steps]
     jobs = [(d, dy, sy, p) for d in args.dims for dy in args.dys for sy in sigmas for p in range(args.problems)]
     torch.set_default_dtype(torch.float64)
     torch.set_num_threads(args.threads)
@@ -113,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                 if method in refs:
                     res = {"sw": refs[method], "nfe": 0, "seconds": 0.0}
                 else:
-                    res = score_case(case, method, args.samples, steps, seed=p, **hp.get(method, {}))
+                    res = score_case(case, solver_of[method], args.samples, steps, seed=p, **hp.get(method, {}))
                 row = {**base, "method": method, "steps": steps, "sigma_y": case.sigma_y,
                        "hp": _hp_key(hp, method), **res}
                 rows.append(row)

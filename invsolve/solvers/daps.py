@@ -7,6 +7,12 @@ r_t = sigma_i (Eq. 9-10), (3) re-noise: x_{t_{i+1}} = x0 + sigma_{i+1} eps. The 
 through the likelihood, so nonlinear operators work as they are.
 Defaults are DAPS-1K: 200 levels from sigma 100 to 0.1 (poly-7 spacing), 5 ODE steps per level
 (1000 NFE), 100 Langevin steps with lr 1e-4 decaying linearly to lr_min_ratio * lr.
+
+The paper's step size is absolute, tuned for images in [-1, 1] with sigma_y = 0.05; the Langevin
+update is stable only while lr < 2 / L, L = 1 / r_t^2 + ||A||^2 / sigma_y^2 the curvature of the
+target, so one lr cannot serve every sigma_y (the GMM noise sweep shows it). ``step="lipschitz"`` (an
+addition of this project, not in the paper) makes lr a fraction of 1 / L at each level, with ||A||^2
+from deepinv's power iteration: stable at any sigma_y for linear operators with Gaussian noise.
 """
 
 from __future__ import annotations
@@ -39,10 +45,15 @@ class DAPS(Solver):
     sigma_max: float = 100.0
     sigma_min: float = 0.1
     tau: float | None = None
+    step: str = "fixed"
 
     def validate(self) -> None:
         if self.ode_steps < 1 or self.mcmc_steps < 0 or self.lr <= 0:
             raise ValueError("daps: ode_steps must be >= 1, mcmc_steps >= 0 and lr > 0")
+        if self.step not in ("fixed", "lipschitz"):
+            raise ValueError(f"daps: step must be 'fixed' (the paper's) or 'lipschitz', got {self.step!r}")
+        if self.step == "lipschitz" and not self.lr < 2:
+            raise ValueError(f"daps: with step='lipschitz' lr is a fraction of 1 / L and must be < 2, got {self.lr}")
         if not 0 < self.sigma_min < self.sigma_max:
             raise ValueError("daps: need 0 < sigma_min < sigma_max")
 
@@ -62,6 +73,22 @@ class DAPS(Solver):
         var = sigma**2 if sigma > 0 else 1.0  # the variance misfit() divides by
         return var / tau**2
 
+    def _likelihood_curvature(self, problem, scale: float) -> float:
+        """||A||^2 / tau^2, the largest curvature of the Gaussian likelihood (step="lipschitz")."""
+        from deepinv.physics import LinearPhysics
+
+        op = problem.operator
+        if problem.noise_sigma is None or not isinstance(op, LinearPhysics):
+            raise ValueError("daps: step='lipschitz' needs a linear operator (deepinv LinearPhysics) and "
+                             "Gaussian noise; use step='fixed' (the paper's) otherwise")
+        sigma = problem.noise_sigma
+        var = sigma**2 if sigma > 0 else 1.0
+        with torch.random.fork_rng(devices=[]):  # deterministic power iteration, global RNG untouched
+            torch.manual_seed(0)
+            x = torch.zeros(problem.x_shape, dtype=problem.y.real.dtype, device=problem.y.device)
+            norm2 = op.compute_sqnorm(x[None], max_iter=500, tol=1e-7, verbose=False)
+        return float(norm2) * scale / var
+
     def ode_x0(self, prior, x: Tensor, sigma: float) -> Tensor:
         """x0_hat(x_t): Euler steps of dx/dsigma = (x - D(x, sigma)) / sigma from sigma to 0.01."""
         sig = karras_sigmas(self.ode_steps + 1, min(0.01, sigma), sigma).tolist()
@@ -73,12 +100,15 @@ class DAPS(Solver):
     def run(self, problem, prior, gens) -> tuple[Tensor, dict]:
         sigmas = karras_sigmas(self.steps, self.sigma_min, self.sigma_max).tolist()
         scale = self._likelihood_scale(problem)
+        curv = self._likelihood_curvature(problem, scale) if self.step == "lipschitz" else 0.0
         x = sigmas[0] * self.randn(gens, problem)
         for i in self.iterate():
             s = sigmas[i]
             with torch.no_grad():
                 x0_hat = self.ode_x0(prior, x, s)  # step 1
             lr = self.lr * (1 + (i / max(self.steps - 1, 1)) * (self.lr_min_ratio - 1))
+            if self.step == "lipschitz":
+                lr = lr / (1 / s**2 + curv)
             x0 = x0_hat.clone()
             # All of this level's Langevin noise in one draw per sample (one generator call, not mcmc_steps).
             kicks = randn(gens, (self.mcmc_steps, *problem.x_shape), x0) if self.mcmc_steps else None
