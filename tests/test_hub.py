@@ -174,19 +174,24 @@ def test_scaled_linear_betas():
     torch.testing.assert_close(path.log_abar, torch.cumsum(torch.log1p(-betas), 0))
 
 
-@pytest.mark.parametrize("name,channels", [("natural-rgb", 3), ("phantom-ct", 1)])
+@pytest.mark.parametrize("name,channels", [("natural-rgb", 3), ("phantom-ct", 1), ("darcy", 1)])
 def test_shipped_priors_load_offline_and_denoise(name, channels):
-    from invsolve.priors.datasets import natural_rgb_images, shepp_logan
+    from invsolve.priors.datasets import darcy_fields, natural_rgb_images, shepp_logan
 
     prior = priors.load(name)
     info = prior.info
     assert info["command"].startswith("invsolve train") and info["split"]["test"]
     assert 1e6 < info["architecture"]["parameters"] < 3e6
-    x = natural_rgb_images("test")[0][0][:, 100:164, 150:214] if channels == 3 else shepp_logan(64)
+    lo, hi = info.get("units", (0.0, 1.0))
+    if name == "natural-rgb":
+        x = natural_rgb_images("test")[0][0][:, 100:164, 150:214]
+    else:
+        x = shepp_logan(64) if name == "phantom-ct" else darcy_fields(1, "test")[0]
+    sigma = 0.1 * (hi - lo)  # 10 % of the data range, in the prior's units
     g = torch.Generator().manual_seed(0)
-    y = x + 0.1 * torch.randn(x.shape, generator=g)
+    y = x + sigma * torch.randn(x.shape, generator=g)
     with torch.no_grad():
-        d = prior.denoise(y[None], torch.tensor([0.1]))[0]
+        d = prior.denoise(y[None], torch.tensor([sigma]))[0]
     mse_noisy, mse_den = ((y - x) ** 2).mean(), ((d - x) ** 2).mean()
     assert 10 * torch.log10(mse_noisy / mse_den) > 5  # at least 5 dB better than the noisy input
 
