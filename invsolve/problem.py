@@ -92,7 +92,12 @@ class Problem:
                              "or x_true") from err
 
     def _check_y_shape(self) -> None:
-        probe = torch.zeros((1, *self.x_shape), dtype=_real(self.y.dtype), device=self.y.device)
+        # probe with a valid input: the ground truth if known, else ones (zeros are outside the domain of
+        # operators such as Darcy, whose permeability must be positive)
+        if self.x_true is not None:
+            probe = self.x_true[:1].to(device=self.y.device)
+        else:
+            probe = torch.ones((1, *self.x_shape), dtype=_real(self.y.dtype), device=self.y.device)
         with torch.no_grad():
             y_shape = tuple(self.operator.A(probe).shape[1:])
         if y_shape != tuple(self.y.shape[1:]):

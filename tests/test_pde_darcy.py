@@ -131,3 +131,14 @@ def test_bad_input():
         op.A(torch.ones(1, 8, 8))
     # log-parameterised operator accepts negative values (a = exp(x) > 0)
     assert torch.isfinite(Darcy(size=8, param="log").A(-torch.ones(1, 1, 8, 8))).all()
+
+
+def test_problem_accepts_darcy():
+    """Problem probes the operator with a valid input (Darcy rejects the all-zero permeability)."""
+    import invsolve
+
+    op = build("darcy_sensors", size=16, noise_sigma=1e-4)
+    a = torch.full((2, 1, 16, 16), 3.0, dtype=torch.float64)
+    problem = invsolve.Problem.simulate(op, a, seed=0)
+    assert problem.y.shape == (2, op.n_sensors)
+    assert invsolve.Problem(op, problem.y, x_shape=(1, 16, 16)).x_shape == (1, 16, 16)
