@@ -125,3 +125,13 @@ def test_daps_lipschitz_step_is_stable_where_a_fixed_step_diverges():
     assert sliced_wasserstein(res.x, exact) < 0.7 * prior_sw  # measured 0.57
     with pytest.raises(ValueError, match="step"):
         invsolve.solve(case.problem, case.prior, "daps", step="adaptive")
+
+
+def test_daps_lipschitz_curvature_is_the_operator_norm():
+    """The rank-one case where deepinv's power iteration stops at its first iterate (3e-9 for 0.49)."""
+    from invsolve.solvers.daps import DAPS
+
+    case = make_case(80, 1, 4, sigma_y=0.1)
+    exact = torch.linalg.matrix_norm(case.problem.operator.matrix, 2) ** 2 / 0.1**2
+    curv = DAPS(step="lipschitz")._likelihood_curvature(case.problem.repeat(3), 1.0)
+    torch.testing.assert_close(curv, exact.expand(3), rtol=1e-6, atol=0)
