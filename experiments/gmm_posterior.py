@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small grid: d in {8, 80}, d_y in {1, 2}, 3 problems")
     ap.add_argument("--name", default=None, help="results folder name (default gmm_posterior[_quick])")
     ap.add_argument("--hp", default="{}", help='JSON dict of per-solver hyperparameters, {"dps": {"zeta": 1}}')
+    ap.add_argument("--table-only", action="store_true",
+                    help="run nothing: rebuild table.md from results.jsonl (missing cells stay empty)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (small matrices: 1 is fastest)")
     args = ap.parse_args(argv)
     if args.quick:
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             base = {"dim": d, "dim_y": dy, "problem": p, "sigma_y_fixed": sy}
             todo = [m for m in [("floor", 0), ("prior", 0), *methods]
                     if _key({**base, "method": m[0], "steps": m[1], "hp": _hp_key(hp, m[0])}) not in done]
-            if not todo:
+            if not todo or args.table_only:
                 continue
             case = make_case(d, dy, p, sigma_y=sy)
             refs = reference_scores(case, args.samples, seed=p)
