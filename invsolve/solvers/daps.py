@@ -12,7 +12,7 @@ The paper's step size is absolute, tuned for images in [-1, 1] with sigma_y = 0.
 update is stable only while lr < 2 / L, L = 1 / r_t^2 + ||A||^2 / sigma_y^2 the curvature of the
 target, so one lr cannot serve every sigma_y (the GMM noise sweep shows it). ``step="lipschitz"`` (an
 addition of this project, not in the paper) makes lr a fraction of 1 / L at each level, with ||A||^2
-from deepinv's power iteration: stable at any sigma_y for linear operators with Gaussian noise.
+from a power iteration per sample: stable at any sigma_y for linear operators with Gaussian noise.
 """
 
 from __future__ import annotations
@@ -61,6 +61,12 @@ class DAPS(Solver):
     def expected_nfe(self) -> int:
         return self.steps * self.ode_steps
 
+    @staticmethod
+    def _misfit_var(problem) -> float:
+        """The variance problem.misfit divides by (1 for noiseless problems)."""
+        sigma = problem.noise_sigma
+        return sigma**2 if sigma > 0 else 1.0
+
     def _likelihood_scale(self, problem) -> float:
         """Factor turning problem.misfit into ||y - A x||^2 / (2 tau^2) when tau is overridden."""
         sigma = problem.noise_sigma
@@ -71,8 +77,7 @@ class DAPS(Solver):
                 raise ValueError("daps: tau applies to Gaussian likelihoods only")
             return 1.0
         tau = 0.01 if self.tau is None else self.tau
-        var = sigma**2 if sigma > 0 else 1.0  # the variance misfit() divides by
-        return var / tau**2
+        return self._misfit_var(problem) / tau**2
 
     def _likelihood_curvature(self, problem, scale: float) -> Tensor:
         """Per-sample ||A||^2 / tau^2, the largest curvature of the Gaussian likelihood (step="lipschitz").
@@ -88,8 +93,6 @@ class DAPS(Solver):
         if problem.noise_sigma is None or not isinstance(op, LinearPhysics):
             raise ValueError("daps: step='lipschitz' needs a linear operator (deepinv LinearPhysics) and "
                              "Gaussian noise; use step='fixed' (the paper's) otherwise")
-        sigma = problem.noise_sigma
-        var = sigma**2 if sigma > 0 else 1.0
         dtype = problem.y.real.dtype
         x = torch.randn(problem.x_shape, generator=torch.Generator().manual_seed(0), dtype=dtype)
         x = x.to(problem.y.device).expand(len(problem), *problem.x_shape).clone()
@@ -104,7 +107,7 @@ class DAPS(Solver):
                 norm2, x = new, y
                 if done:
                     break
-        return norm2 * scale / var
+        return norm2 * scale / self._misfit_var(problem)
 
     def ode_x0(self, prior, x: Tensor, sigma: float) -> Tensor:
         """x0_hat(x_t): Euler steps of dx/dsigma = (x - D(x, sigma)) / sigma from sigma to 0.01."""
