@@ -50,6 +50,8 @@ class TrainConfig:
     channels: int = 32
     channel_mult: tuple[int, ...] = (1, 2, 2)
     num_res_blocks: int = 2
+    attention: bool = False
+    scales: tuple[float, ...] = (1.0,)
     lr: float = 5e-4
     warmup: int = 200
     ema_decay: float = 0.999
@@ -70,7 +72,7 @@ def _build(cfg: TrainConfig, channels: int):
     from invsolve.priors.unet import EDMPrecond, UNet
 
     net = UNet(in_channels=channels, channels=cfg.channels, channel_mult=tuple(cfg.channel_mult),
-               num_res_blocks=cfg.num_res_blocks)
+               num_res_blocks=cfg.num_res_blocks, attention=cfg.attention)
     return net, (EDMPrecond(net, cfg.sigma_data) if cfg.objective == "edm" else None)
 
 
@@ -129,6 +131,7 @@ def reproduce_command(cfg: TrainConfig, steps: int) -> str:
     args = ["--data", cfg.data, "--out", cfg.out, "--objective", cfg.objective, "--steps", steps,
             "--batch", cfg.batch, "--crop", cfg.crop, "--channels", cfg.channels,
             "--channel-mult", *cfg.channel_mult, "--num-res-blocks", cfg.num_res_blocks,
+            *(["--attention"] if cfg.attention else []), "--scales", *cfg.scales,
             "--lr", cfg.lr, "--warmup", cfg.warmup, "--ema-decay", cfg.ema_decay,
             "--seed", cfg.seed, "--p-mean", cfg.p_mean, "--p-std", cfg.p_std,
             "--sigma-data", cfg.sigma_data, "--device", cfg.device, "--dtype", cfg.dtype]
@@ -168,7 +171,7 @@ def _train(cfg: TrainConfig) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    sampler, data_info = training_data(cfg.data, cfg.crop, seed=cfg.seed)
+    sampler, data_info = training_data(cfg.data, cfg.crop, seed=cfg.seed, scales=tuple(cfg.scales))
     torch.manual_seed(cfg.seed)  # initial weights
     net, precond = _build(cfg, sampler.channels)
     net.to(device=device, dtype=dtype)
@@ -180,7 +183,9 @@ def _train(cfg: TrainConfig) -> dict:
     ckpt_path = out / "ckpt.pt"
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location=device, weights_only=False)
-        saved = {k: v for k, v in ck["config"].items() if k not in _RESUMABLE}
+        # fields added after a checkpoint was written count as their defaults
+        saved = {**dataclasses.asdict(TrainConfig()), **ck["config"]}
+        saved = {k: v for k, v in saved.items() if k not in _RESUMABLE}
         now = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RESUMABLE}
         if json.loads(json.dumps(saved)) != json.loads(json.dumps(now)):
             diff = {k: (saved.get(k), now.get(k)) for k in now if saved.get(k) != now.get(k)}
@@ -250,6 +255,9 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("lr", "ema_decay", "p_mean", "p_std", "sigma_data"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
     p.add_argument("--channel-mult", type=int, nargs="+", default=list(d.channel_mult))
+    p.add_argument("--attention", action="store_true", help="self-attention at the lowest resolution")
+    p.add_argument("--scales", type=float, nargs="+", default=list(d.scales),
+                   help="magnifications the photos are cropped at, e.g. 1 0.5")
     p.add_argument("--device", default=d.device)
     p.add_argument("--dtype", default=d.dtype)
     p.add_argument("--no-progress", action="store_true")
@@ -263,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig(
         data=a.data, out=a.out or f"train_runs/{a.data}", objective=a.objective, steps=a.steps,
         batch=a.batch, crop=a.crop, channels=a.channels, channel_mult=tuple(a.channel_mult),
-        num_res_blocks=a.num_res_blocks, lr=a.lr, warmup=a.warmup, ema_decay=a.ema_decay,
+        num_res_blocks=a.num_res_blocks, attention=a.attention, scales=tuple(a.scales), lr=a.lr,
+        warmup=a.warmup, ema_decay=a.ema_decay,
         ckpt_every=a.ckpt_every, seed=a.seed, device=a.device, dtype=a.dtype, p_mean=a.p_mean,
         p_std=a.p_std, sigma_data=a.sigma_data, threads=a.threads, progress=not a.no_progress,
         command="invsolve train " + shlex.join(argv),

@@ -1,8 +1,10 @@
 """Offline training and test data for the shipped priors (no download).
 
-- ``natural-rgb``: RGB photos bundled with scikit-image (plus scikit-learn's two sample photos when
-  scikit-learn happens to be installed), split at the level of whole images (``NATURAL_SPLIT``).
-  ``chelsea`` and ``cat`` are the same photo, so both sit in the test split.
+- ``natural-rgb``: the RGB photographs that installed packages bundle: scikit-image's, scikit-learn's
+  two sample photos and matplotlib's portrait of Grace Hopper, split at the level of whole images
+  (``NATURAL_SPLIT``). ``chelsea`` and ``cat`` are the same photo, so both sit in the test split.
+  scikit-learn is needed for its two photos (``pip install -e '.[train]'``); a missing photo is an
+  error, never silently skipped, so a split always means the same pixels.
 - ``phantom-ct``: random ellipse phantoms in the style of Shepp & Logan (1974), values in [0, 1];
   the test images are ``skimage.data.shepp_logan_phantom`` and a real CT slice (``ct_slice``: the
   128 x 128 ``CT_small.dcm`` that pydicom bundles, needs ``pip install pydicom``).
@@ -20,6 +22,7 @@ from __future__ import annotations
 import math
 import warnings
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,21 +30,28 @@ from torch import Tensor
 
 NATURAL_SPLIT: dict[str, list[str]] = {
     "train": ["astronaut", "coffee", "rocket", "stereo_motorcycle:left", "stereo_motorcycle:right",
-              "sklearn:flower.jpg"],
+              "sklearn:flower.jpg", "sklearn:china.jpg", "matplotlib:grace_hopper.jpg"],
     "test": ["chelsea", "cat"],
 }
-"""Whole-image split of the natural photos; ``sklearn:*`` entries are used only if it is installed."""
+"""Whole-image split of the natural photos (``sklearn:`` / ``matplotlib:`` name the package's file)."""
 
 
-def _skimage_photo(name: str) -> np.ndarray | None:
+def _skimage_photo(name: str) -> np.ndarray:
     import skimage.data as sd
 
     if name.startswith("sklearn:"):
         try:
             from sklearn.datasets import load_sample_image
-        except ImportError:
-            return None
+        except ImportError as err:
+            raise ImportError(f"the natural-rgb photo {name} needs scikit-learn: pip install scikit-learn "
+                              "(or pip install -e '.[train]')") from err
         return load_sample_image(name.split(":", 1)[1])
+    if name.startswith("matplotlib:"):
+        import matplotlib
+        from PIL import Image
+
+        path = Path(matplotlib.get_data_path()) / "sample_data" / name.split(":", 1)[1]
+        return np.asarray(Image.open(path).convert("RGB"))
     if name.startswith("stereo_motorcycle:"):
         left, right, _ = sd.stereo_motorcycle()
         return left if name.endswith("left") else right
@@ -66,8 +76,6 @@ def _natural(split: str) -> tuple[tuple[Tensor, ...], tuple[str, ...]]:
         if split == "test" and name == "cat":
             continue
         im = _skimage_photo(name)
-        if im is None:
-            continue
         images.append(torch.from_numpy(np.ascontiguousarray(im[..., :3])).permute(2, 0, 1).float() / 255)
         names.append(name)
     return tuple(images), tuple(names)
@@ -121,6 +129,20 @@ def shepp_logan(size: int = 128) -> Tensor:
     return torch.from_numpy(np.clip(im, 0, 1)).float()[None]
 
 
+def rescaled(images: list[Tensor], scales: tuple[float, ...]) -> list[Tensor]:
+    """Each image at each scale (1 keeps it; < 1 downsamples with an anti-aliasing filter, kornia),
+    so that a prior trained on crops sees the statistics of every magnification it will be used at."""
+    from kornia.geometry.transform import rescale
+
+    out = []
+    for s in scales:
+        if not 0 < s <= 1:
+            raise ValueError(f"crop scales must lie in (0, 1], got {s}")
+        for im in images:
+            out.append(im if s == 1 else rescale(im[None], s, antialias=True)[0].clamp(0, 1))
+    return out
+
+
 class PatchSampler:
     """Random ``crop`` x ``crop`` patches from a list of (C, H, W) images, with flips and rotations.
 
@@ -129,6 +151,10 @@ class PatchSampler:
     """
 
     def __init__(self, images: list[Tensor], crop: int, augment: bool = True):
+        small = [tuple(im.shape[-2:]) for im in images if min(im.shape[-2:]) < crop]
+        if small:
+            raise ValueError(f"{len(small)} image(s) are smaller than the {crop} x {crop} crop (e.g. "
+                             f"{small[0]}); use a smaller --crop or drop them")
         self.images = [im for im in images if min(im.shape[-2:]) >= crop]
         if not self.images:
             raise ValueError(f"no image is at least {crop} x {crop}")
@@ -190,13 +216,18 @@ def darcy_fields(n: int, split: str = "train", size: int = 64) -> Tensor:
     return darcy_permeability(n, size, seed, a_low=lo, a_high=hi)[:, None].float()
 
 
-def training_data(name: str, crop: int, seed: int = 0) -> tuple[PatchSampler, dict]:
-    """The patch sampler of a named training set and a description (data set, split) for prior.json."""
+def training_data(name: str, crop: int, seed: int = 0, scales: tuple[float, ...] = (1.0,)
+                  ) -> tuple[PatchSampler, dict]:
+    """The patch sampler of a named training set and a description (data set, split) for prior.json.
+
+    ``scales``: the photos of natural-rgb are also cropped at these magnifications (see ``rescaled``).
+    """
     if name == "natural-rgb":
         images, names = natural_rgb_images("train")
         _, test = natural_rgb_images("test")
-        info = {"dataset": "natural-rgb: scikit-image photos (+ scikit-learn's if installed)",
-                "split": {"train": names, "test": test}}
+        images = rescaled(images, tuple(scales))
+        info = {"dataset": "natural-rgb: photos bundled by scikit-image, scikit-learn and matplotlib",
+                "split": {"train": names, "test": test}, "scales": list(scales)}
     elif name == "phantom-ct":
         n, size = 1000, 128
         images = list(_phantoms(n, size, seed))

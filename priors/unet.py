@@ -71,6 +71,26 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
+class AttnBlock(nn.Module):
+    """Multi-head self-attention over all pixels of a feature map (pre-norm, residual, zero-initialised
+    output), as in the lowest-resolution blocks of DDPM / ADM (Ho et al. 2020; Dhariwal & Nichol 2021)."""
+
+    def __init__(self, channels: int, heads: int = 4, groups: int = 8):
+        super().__init__()
+        self.heads = _groups(channels, heads)
+        self.norm = nn.GroupNorm(_groups(channels, groups), channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w).unbind(1)
+        out = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
+        return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
+
+
 class UNet(nn.Module):
     """Fully convolutional noise-conditioned UNet: ``forward(x (B,C,H,W), c (B,)) -> (B,C_out,H,W)``.
 
@@ -80,6 +100,8 @@ class UNet(nn.Module):
         channel_mult: one entry per resolution; each extra entry halves the resolution.
         num_res_blocks: residual blocks per level on the way down (one more on the way up).
         groups: GroupNorm groups; dropout: inside residual blocks.
+        attention: self-attention after each middle block (lowest resolution), for a receptive field
+            that spans the whole image (box inpainting, strong noise); off in the first shipped priors.
 
     Default (channels=32, mult (1, 2, 2), 2 blocks) has about 1.6 M parameters.
     """
@@ -93,12 +115,13 @@ class UNet(nn.Module):
         num_res_blocks: int = 2,
         groups: int = 8,
         dropout: float = 0.0,
+        attention: bool = False,
     ):
         super().__init__()
         out_channels = out_channels or in_channels
         self.config = {"in_channels": in_channels, "out_channels": out_channels, "channels": channels,
                            "channel_mult": list(channel_mult), "num_res_blocks": num_res_blocks,
-                           "groups": groups, "dropout": dropout}
+                           "groups": groups, "dropout": dropout, "attention": attention}
         emb_dim = 4 * channels
         self.embed = FourierEmbedding(emb_dim)
         self.stem = nn.Conv2d(in_channels, channels, 3, padding=1)
@@ -113,6 +136,7 @@ class UNet(nn.Module):
                 self.down.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
                 skips.append(ch)
         self.mid = nn.ModuleList([ResBlock(ch, ch, emb_dim, groups, dropout) for _ in range(2)])
+        self.mid_attn = nn.ModuleList([AttnBlock(ch, groups=groups) for _ in range(2)] if attention else [])
         self.up = nn.ModuleList()
         for lvl, mult in reversed(list(enumerate(channel_mult))):
             for _ in range(num_res_blocks + 1):
@@ -138,8 +162,10 @@ class UNet(nn.Module):
         for m in self.down:
             h = m(h, emb) if isinstance(m, ResBlock) else m(h)
             hs.append(h)
-        for m in self.mid:
+        for j, m in enumerate(self.mid):
             h = m(h, emb)
+            if self.mid_attn:
+                h = self.mid_attn[j](h)
         for m in self.up:
             h = m(torch.cat([h, hs.pop()], 1), emb) if isinstance(m, ResBlock) else m(h)
         return self.head(h)[..., :H, :W]
