@@ -69,6 +69,14 @@ class Path:
         """x_t = alpha_t x0 + sigma_t eps."""
         return bcast(self.alpha(t), x0) * x0 + bcast(self.sigma(t), x0) * eps
 
+    def terminal_std(self, t: Tensor) -> Tensor:
+        """Standard deviation of the reference noise that samplers start from at time t.
+
+        sigma_t by default (EDM starts VE chains at sigma_max * eps, flows at eps); variance-preserving
+        paths override it with 1, since DDPM code starts from x_T ~ N(0, I) exactly.
+        """
+        return self.sigma(t)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -125,6 +133,9 @@ class VPLinear(Path):
     def d_sigma(self, t: Tensor) -> Tensor:
         return -self.alpha(t) * self.d_alpha(t) / self.sigma(t)
 
+    def terminal_std(self, t: Tensor) -> Tensor:
+        return torch.ones_like(t)
+
     def t_of_sigma(self, s: Tensor) -> Tensor:
         # -log alpha = log(1 + s^2) / 2 = db t^2 / 4 + b0 t / 2: solve the quadratic for t >= 0.
         big_l = 0.5 * torch.log1p(s**2)
@@ -179,6 +190,9 @@ class VPDiscrete(Path):
         val, slope = self._interp(t)
         return -0.5 * torch.exp(val) * slope / torch.sqrt(-torch.expm1(val))
 
+    def terminal_std(self, t: Tensor) -> Tensor:
+        return torch.ones_like(t)
+
     def t_of_sigma(self, s: Tensor) -> Tensor:
         """Inverse of sigma_canon; sigmas outside the schedule's range are clamped to its ends."""
         # log abar(t) is linear between steps, so solve exactly within the bracketing segment.
@@ -218,6 +232,9 @@ class VPCosine(Path):
     def d_sigma(self, t: Tensor) -> Tensor:
         return -self.alpha(t) * self.d_alpha(t) / self.sigma(t)
 
+    def terminal_std(self, t: Tensor) -> Tensor:
+        return torch.ones_like(t)
+
     def t_of_sigma(self, s: Tensor) -> Tensor:
         a = torch.rsqrt(1 + s**2)
         return torch.arccos(a * self._c0) * 2 * (1 + self.s) / math.pi - self.s
@@ -255,6 +272,68 @@ class LinearFlow(Path):
 
     def __repr__(self) -> str:
         return f"LinearFlow(noise_at_zero={self.noise_at_zero})"
+
+
+class ScaledPath(Path):
+    """A path seen in the operator's units when the network works in units ``x_net = scale x + shift``.
+
+    A network's chain x_t^net = alpha_t x0^net + sigma_t eps maps to x_t = (x_t^net - alpha_t shift) /
+    scale = alpha_t x0 + (sigma_t / scale) eps: the same times and alphas, sigma divided by ``scale``.
+    So a solver that runs on this path in operator units visits exactly the times the network was
+    trained at (DDPM's integer steps, EDM's sigmas), and its canonical noise levels are the network's
+    divided by ``scale``. ``shift`` only enters through ``center = -shift / scale``, the operator-unit
+    value the network sees as 0 (where its chains start: x_T = alpha_T center + terminal noise).
+    """
+
+    def __init__(self, base: Path, scale: float = 1.0, shift: float = 0.0):
+        if isinstance(base, ScaledPath):
+            raise ValueError("ScaledPath of a ScaledPath: scale the base path once")
+        if not scale > 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
+        self.base, self.scale, self.shift = base, float(scale), float(shift)
+        self.name, self.t_min, self.t_max = base.name, base.t_min, base.t_max
+
+    @property
+    def center(self) -> float:
+        return -self.shift / self.scale
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return self.base.alpha(t)
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return self.base.sigma(t) / self.scale
+
+    def d_alpha(self, t: Tensor) -> Tensor:
+        return self.base.d_alpha(t)
+
+    def d_sigma(self, t: Tensor) -> Tensor:
+        return self.base.d_sigma(t) / self.scale
+
+    def terminal_std(self, t: Tensor) -> Tensor:
+        return self.base.terminal_std(t) / self.scale
+
+    def t_of_sigma(self, s: Tensor) -> Tensor:
+        return self.base.t_of_sigma(s * self.scale)
+
+    def same_as(self, other: object) -> bool:
+        """True when ``other`` is this path (same base object, scale and shift)."""
+        return (isinstance(other, ScaledPath) and other.base is self.base and other.scale == self.scale
+                and other.shift == self.shift)
+
+    def __repr__(self) -> str:
+        return f"ScaledPath({self.base!r}, scale={self.scale:g}, shift={self.shift:g})"
+
+
+def in_units(path: Path, scale: float = 1.0, shift: float = 0.0) -> Path:
+    """``path`` as seen in operator units (a ``ScaledPath``; the identity map returns it as is)."""
+    if isinstance(path, ScaledPath):
+        return path
+    return path if (scale == 1.0 and shift == 0.0) else ScaledPath(path, scale, shift)
+
+
+def base_of(path: Path) -> Path:
+    """The path a ``ScaledPath`` wraps (any other path is its own base)."""
+    return path.base if isinstance(path, ScaledPath) else path
 
 
 PATHS: dict[str, type[Path]] = {

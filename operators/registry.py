@@ -12,5 +12,12 @@ from invsolve.registry import Registry
 
 _OPERATORS: Registry[Physics] = Registry("operator")
 register = _OPERATORS.register
-build = _OPERATORS.build
 available = _OPERATORS.available
+
+
+def build(name: str, **kw) -> Physics:
+    """The operator registered as ``name``, built with ``kw``; ``op.task`` records the name (solver
+    presets are keyed by it)."""
+    op = _OPERATORS.build(name, **kw)
+    op.task = name
+    return op

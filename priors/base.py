@@ -9,7 +9,8 @@ any Gaussian path follow from it exactly (Tweedie: score = (D - x) / sigma^2), s
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from deepinv.models import Denoiser
+from torch import Tensor
 
 from invsolve import paths as P
 
@@ -24,22 +25,43 @@ def as_sigma(sigma: Tensor | float, x: Tensor) -> Tensor:
     return sigma
 
 
-class Prior(nn.Module):
+class Prior(Denoiser):
     """Base class: implement ``denoise(x, sigma)``; everything else is derived from it.
 
-    ``shape`` (optional) is the event shape of one sample, e.g. (d,) or (C, H, W), used when a solver
-    needs to draw an initial state and the problem does not fix it. Fully convolutional priors leave
-    it None: they take any spatial size.
+    A prior is a deepinv ``Denoiser`` (``prior(x, sigma)``), so deepinv's own samplers (DDRM, DiffPIR,
+    DPS) run with it; at sigma = 0 every prior returns x.
+
+    What a prior knows about itself (class attributes, overridden by network priors):
+        shape: event shape of one sample, e.g. (d,) or (C, H, W); None for fully convolutional priors.
+        channels: number of channels it takes (images), or None if any.
+        data_range: (lo, hi) of its data in operator units (e.g. (0, 1) for images), or None.
+        sigma_range: (min, max) canonical noise levels it is valid for, in operator units, or None.
+        data_scale, data_center: network units per operator unit, and the operator-unit value the
+            network sees as 0 (1 and 0 for priors defined in operator units). Step sizes that papers
+            state in the network's units (e.g. [-1, 1] images) are converted with ``data_scale``.
     """
 
     shape: tuple[int, ...] | None = None
+    channels: int | None = None
+    data_range: tuple[float, float] | None = None
+    sigma_range: tuple[float, float] | None = None
+    data_scale: float = 1.0
+    data_center: float = 0.0
+
+    def __init__(self) -> None:
+        super().__init__()
 
     def denoise(self, x: Tensor, sigma: Tensor) -> Tensor:
         """E[x0 | x] for x = x0 + sigma * eps; x (B, ...), sigma (B,). Returns x's shape."""
         raise NotImplementedError
 
-    def forward(self, x: Tensor, sigma: Tensor | float) -> Tensor:
+    def forward(self, x: Tensor, sigma: Tensor | float, **kwargs) -> Tensor:
         return self.denoise(x, as_sigma(sigma, x))
+
+    def native_path(self) -> P.Path | None:
+        """The path the prior was trained on, in operator units (``paths.ScaledPath``), or None when
+        the prior has no native discretisation (analytic priors, plain denoisers)."""
+        return None
 
     def score(self, x: Tensor, sigma: Tensor | float) -> Tensor:
         """grad_x log p_sigma(x) = (D(x, sigma) - x) / sigma^2 (Tweedie's formula)."""

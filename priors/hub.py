@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from invsolve import paths as P
 
+from .checkpoint import load_state_dict, load_strict, read_checkpoint  # noqa: F401  (re-exported)
 from .network import NetworkPrior
 from .registry import register
 from .unet import load_prior
@@ -61,29 +62,6 @@ def _need(path: str | Path | None, name: str) -> Path:
     return path
 
 
-def load_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Read a checkpoint's state dict (unwrapping ``{"state_dict": ...}`` / ``{"model": ...}``)."""
-    sd = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("ema", "state_dict", "model", "net"):
-        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
-            sd = sd[key]
-    return sd
-
-
-def load_strict(module: nn.Module, state: dict[str, Tensor], what: str) -> nn.Module:
-    """Load ``state`` into ``module``, failing with the missing / unexpected / mis-shaped keys."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    extra = sorted(set(state) - set(own))
-    shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
-              if k in state and state[k].shape != own[k].shape]
-    if missing or extra or shapes:
-        raise ValueError(f"{what}: checkpoint does not match the architecture; missing {missing[:5]} "
-                         f"({len(missing)}), unexpected {extra[:5]} ({len(extra)}), shapes {shapes[:5]}")
-    module.load_state_dict(state)
-    return module.eval().requires_grad_(False)
-
-
 class _Call(nn.Module):
     """``net(x, t)`` through an adapter ``fn(net, x, t)`` (keeps ``net`` a registered submodule)."""
 
@@ -104,7 +82,8 @@ def from_guided_diffusion(net: nn.Module) -> NetworkPrior:
     continuous step index t (its sinusoidal embedding accepts non-integer steps).
     """
     module = _Call(net, lambda n, x, t: n.forward_diffusion(x, t))
-    return NetworkPrior(module, "eps", P.VPDiscrete(), data_range=(-1.0, 1.0), learned_variance=True)
+    return NetworkPrior(module, "eps", P.VPDiscrete(), data_range=(-1.0, 1.0), learned_variance=True,
+                        channels=getattr(net, "in_channels", None))
 
 
 def guided_diffusion(path: str | Path | None = None, large_model: bool = False,
@@ -145,7 +124,8 @@ def from_edm(net: nn.Module, data_range: tuple[float, float] = (-1.0, 1.0)) -> N
         module = _Call(net, lambda n, x, s: n(x, s, input_in_minus_one_one=True))
     else:
         module = _Call(net, lambda n, x, s: n(x, s))
-    return NetworkPrior(module, "x0", "ve", data_range=data_range)
+    return NetworkPrior(module, "x0", "ve", data_range=data_range,
+                        channels=getattr(net, "img_channels", getattr(net, "in_channels", None)))
 
 
 def edm(path: str | Path | None = None, arch: str = "ncsnpp", name: str = "edm-ffhq-64-ve",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import Tensor, nn
 
 from invsolve import paths as P
@@ -29,9 +30,16 @@ class NetworkPrior(Prior):
         time_fn: maps path time t (B,) to the network's time input (default: t unchanged). Use it for
             networks conditioned on e.g. 1000 t, log(sigma) / 4, or an integer step.
         learned_variance: the network outputs 2C channels (guided diffusion); the first C are used.
+        channels: the number of channels the network takes (checked against problems), if known.
 
     At canonical level sigma in operator units the network sees the canonical level a sigma (a the
     range scale), at path time t = path.t_of_sigma(a sigma) and x_t = alpha_t x_net.
+
+    The prior's native path in operator units is ``paths.ScaledPath(path, a, shift)``: a solver that
+    runs on it (the default of every solver) queries ``x0_at`` at the path's own times, which calls the
+    network at exactly those times (no sigma -> t round trip) on x_t^net = a x_t + alpha_t shift. The
+    valid noise range is the path's [t_min, t_max]; outside it the network is called at the nearest
+    end (EDM's clamp) and ``out_of_range`` counts such queries. At sigma = 0 the prior returns x.
     """
 
     def __init__(
@@ -43,8 +51,10 @@ class NetworkPrior(Prior):
         units: tuple[float, float] = (0.0, 1.0),
         time_fn: Callable[[Tensor], Tensor] | None = None,
         learned_variance: bool = False,
+        channels: int | None = None,
     ):
         super().__init__()
+        self.channels = channels
         if parameterization not in P.PREDICTIONS:
             raise ValueError(f"unknown parameterization {parameterization!r}; choose one of {P.PREDICTIONS}")
         if data_range[1] <= data_range[0] or units[1] <= units[0]:
@@ -56,21 +66,54 @@ class NetworkPrior(Prior):
         self.shift = data_range[0] - units[0] * self.scale
         self.time_fn = time_fn
         self.learned_variance = learned_variance
+        self.data_scale, self.data_center = self.scale, -self.shift / self.scale
+        self.data_range = (float(units[0]), float(units[1]))
+        self._native = P.ScaledPath(self.path, self.scale, self.shift)
+        lo, hi = sorted(float(self.path.sigma_canon(torch.tensor(t, dtype=torch.float64)))
+                        for t in (self.path.t_min, self.path.t_max))  # flows with noise at t = 0 decrease
+        self.sigma_range = (lo / self.scale, hi / self.scale)
+        self.out_of_range = 0
+
+    def native_path(self) -> P.Path:
+        return self._native
+
+    def _call(self, x_t_net: Tensor, t: Tensor, like: Tensor) -> Tensor:
+        """The network's x0 (in network units) at (x_t^net, t), t of shape (B,) on the path."""
+        t_in = t if self.time_fn is None else self.time_fn(t)
+        pred = self.module(x_t_net, t_in)
+        if self.learned_variance:
+            pred = pred[:, : like.shape[1]]
+        if pred.shape != like.shape:
+            raise ValueError(f"network output shape {tuple(pred.shape)} does not match its input "
+                             f"{tuple(like.shape)}; for a learned-variance model pass learned_variance=True")
+        return P.to_x0(pred.to(like.dtype), self.parameterization, x_t_net, t, self.path)
 
     def denoise(self, x: Tensor, sigma: Tensor) -> Tensor:
         sigma = as_sigma(sigma, x)
-        x_net = self.scale * x + self.shift
-        t = self.path.t_of_sigma(self.scale * sigma)
-        x_t = P.bcast(self.path.alpha(t), x) * x_net
-        t_in = t if self.time_fn is None else self.time_fn(t)
-        pred = self.module(x_t, t_in)
-        if self.learned_variance:
-            pred = pred[:, : x.shape[1]]
-        if pred.shape != x.shape:
-            raise ValueError(f"network output shape {tuple(pred.shape)} does not match its input "
-                             f"{tuple(x.shape)}; for a learned-variance model pass learned_variance=True")
-        x0_net = P.to_x0(pred.to(x.dtype), self.parameterization, x_t, t, self.path)
-        return (x0_net - self.shift) / self.scale
+        zero = sigma <= 0
+        if bool(zero.all()):
+            return x
+        lo, hi = self.sigma_range
+        outside = (~zero) & ((sigma < lo * (1 - 1e-6)) | (sigma > hi * (1 + 1e-6)))
+        self.out_of_range += int(outside.sum())
+        t = self.path.t_of_sigma(self.scale * sigma.clamp(lo, hi))
+        t = t.clamp(self.path.t_min, self.path.t_max)
+        x_t = P.bcast(self.path.alpha(t), x) * (self.scale * x + self.shift)
+        out = (self._call(x_t, t, x) - self.shift) / self.scale
+        return torch.where(P.bcast(zero, x), x, out) if bool(zero.any()) else out
+
+    def x0_at(self, x_t: Tensor, t: Tensor | float, path: P.Path | str) -> Tensor:
+        """E[x0 | x_t]; on the native path the network is called at exactly time t (no round trip)."""
+        if not (isinstance(path, P.ScaledPath) and self._native.same_as(path)):
+            return super().x0_at(x_t, t, path)
+        t = torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device)
+        t = t.expand(x_t.shape[0]) if t.ndim == 0 else t
+        outside = (t < self.path.t_min) | (t > self.path.t_max)
+        self.out_of_range += int(outside.sum())
+        t = t.clamp(self.path.t_min, self.path.t_max)
+        alpha = P.bcast(self.path.alpha(t), x_t)
+        x_t_net = self.scale * x_t + alpha * self.shift  # x_t^net = a x_t + alpha_t shift
+        return (self._call(x_t_net, t, x_t) - self.shift) / self.scale
 
     def extra_repr(self) -> str:
         return f"parameterization={self.parameterization!r}, path={self.path!r}, scale={self.scale}"
@@ -89,10 +132,14 @@ class DenoiserPrior(Prior):
             self.module = fn
 
     def denoise(self, x: Tensor, sigma: Tensor) -> Tensor:
-        out = self.fn(x, as_sigma(sigma, x))
+        sigma = as_sigma(sigma, x)
+        zero = sigma <= 0
+        if bool(zero.all()):
+            return x
+        out = self.fn(x, sigma)
         if out.shape != x.shape:
             raise ValueError(f"denoiser returned shape {tuple(out.shape)} for input {tuple(x.shape)}")
-        return out
+        return torch.where(P.bcast(zero, x), x, out) if bool(zero.any()) else out
 
 
 def from_module(module: nn.Module, parameterization: str = "eps", path: P.Path | str = "vp_discrete",

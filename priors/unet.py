@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from invsolve import paths as P
 
+from .checkpoint import load_strict, read_checkpoint
 from .network import NetworkPrior
 
 
@@ -207,9 +208,10 @@ def build_prior(info: dict, state_dict: dict | None = None) -> NetworkPrior:
     """
     net = UNet(**info["architecture"]["kwargs"])
     if state_dict is not None:
-        net.load_state_dict({k: v.float() for k, v in state_dict.items()})
+        load_strict(net, {k: v.float() for k, v in state_dict.items()}, "model.pt for its prior.json")
     net.eval()
     kw = {"data_range": tuple(info["data_range"]), "units": tuple(info.get("units", (0.0, 1.0)))}
+    kw["channels"] = net.config["in_channels"]
     if info["objective"] == "edm":
         prior = NetworkPrior(EDMPrecond(net, info["sigma_data"]), "x0", "ve", **kw)
     elif info["objective"] == "flow":
@@ -229,6 +231,10 @@ def load_prior(folder: str | Path, device: str | torch.device = "cpu",
         if not f.exists():
             raise FileNotFoundError(f"{f} is missing; train it with `invsolve train --out {folder}` "
                                     "(see the command recorded in the shipped prior.json)")
-    info = json.loads(meta.read_text())
-    state = torch.load(weights, map_location="cpu", weights_only=True)
+    try:
+        info = json.loads(meta.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{meta} is not valid JSON ({err}); expected the prior.json written by "
+                         "invsolve train") from err
+    state = read_checkpoint(weights, "the model.pt (EMA state dict) written by invsolve train")
     return build_prior(info, state).to(device=device, dtype=dtype)

@@ -7,9 +7,12 @@ A solver is a dataclass whose fields are its hyperparameters (with the paper's d
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -20,6 +23,8 @@ from invsolve import paths as P
 from invsolve.priors.base import Prior
 from invsolve.problem import Problem
 from invsolve.rng import Seed, make_generators, randn
+
+from .schedules import timesteps
 
 
 @dataclass
@@ -34,17 +39,38 @@ class Result:
 
 
 class CountingPrior(Prior):
-    """Forwards to a prior and counts batched ``denoise`` calls (the NFE)."""
+    """Forwards to a prior, counts batched network calls (the NFE), and passes on what the prior knows
+    about itself (shape, channels, ranges, units, native path)."""
+
+    _FORWARDED = ("shape", "channels", "data_range", "sigma_range", "data_scale", "data_center")
 
     def __init__(self, prior: Prior):
         super().__init__()
         self.inner = prior
-        self.shape = prior.shape
+        for name in self._FORWARDED:
+            setattr(self, name, getattr(prior, name, getattr(Prior, name)))
         self.nfe = 0
 
     def denoise(self, x: Tensor, sigma: Tensor) -> Tensor:
         self.nfe += 1
         return self.inner.denoise(x, sigma)
+
+    def x0_at(self, x_t: Tensor, t: Tensor | float, path: P.Path | str) -> Tensor:
+        self.nfe += 1
+        return self.inner.x0_at(x_t, t, path)
+
+    def native_path(self) -> P.Path | None:
+        return self.inner.native_path() if hasattr(self.inner, "native_path") else None
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Hyperparameters from an official configuration: ``values`` and the ``source`` file they come
+    from (repository and path), with an optional ``note`` on units or conversions."""
+
+    values: Mapping[str, Any]
+    source: str
+    note: str = ""
 
 
 @dataclass
@@ -55,6 +81,8 @@ class Solver:
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    #: preset name -> task (operator registry name, or "*" for any task) -> Preset
+    presets: ClassVar[dict[str, dict[str, Preset]]] = {}
 
     steps: int = 100
     progress: bool = False
@@ -71,18 +99,56 @@ class Solver:
         """Batched network evaluations one ``solve`` makes (documented per solver; tested)."""
         return self.steps
 
+    # --- presets ---------------------------------------------------------------------------------
+    @classmethod
+    def preset_values(cls, preset: str | Mapping[str, Any] | Path, task: str | None = None
+                      ) -> dict[str, Any]:
+        """Hyperparameters of ``preset`` for ``task`` (the operator's registry name).
+
+        ``preset`` is a registered name ("paper"; "paper:sr4" names the task explicitly), a dict of
+        values, or a JSON file written by ``invsolve tune`` ({"solver": ..., "hyperparameters": {...}}).
+        """
+        if isinstance(preset, Mapping):
+            values = dict(preset)
+        elif isinstance(preset, Path) or str(preset).endswith(".json"):
+            data = json.loads(Path(preset).read_text())
+            if data.get("solver", cls.name) != cls.name:
+                raise ValueError(f"{preset} is a preset for {data['solver']}, not {cls.name}")
+            values = dict(data.get("hyperparameters", data))
+        else:
+            name, _, explicit = str(preset).partition(":")
+            if name not in cls.presets:
+                raise ValueError(f"{cls.name} has no preset {name!r}; available: "
+                                 f"{sorted(cls.presets) or 'none'}")
+            table, key = cls.presets[name], explicit or task
+            if key not in table and "*" not in table:
+                raise ValueError(f"{cls.name} preset {name!r} has no entry for task {key!r}; its tasks: "
+                                 f"{sorted(table)} (name one as '{name}:TASK')")
+            values = dict(table[key if key in table else "*"].values)
+        unknown = sorted(set(values) - set(cls.hyperparameters()))
+        if unknown:
+            raise ValueError(f"preset {preset!r} sets unknown hyperparameters {unknown} of {cls.name}")
+        return values
+
     # --- entry point ----------------------------------------------------------------------------
     def solve(self, problem: Problem, prior: Prior, seed: Seed = 0) -> Result:
-        """Draw one posterior sample per measurement in ``problem`` (use ``problem.repeat(n)`` for n)."""
-        _check_devices(problem, prior)
-        if prior.shape is not None and tuple(prior.shape) != tuple(problem.x_shape):
-            raise ValueError(f"prior samples have shape {tuple(prior.shape)} but the problem's unknown has "
-                             f"shape {tuple(problem.x_shape)}")
+        """Draw one posterior sample per measurement in ``problem`` (use ``problem.repeat(n)`` for n).
+
+        ``info["out_of_range"]`` counts network queries outside the prior's valid noise range (clamped
+        to its ends, as EDM does); a warning says so when it is not 0.
+        """
+        check_compatible(problem, prior)
         gens = make_generators(seed, len(problem))
         counted = CountingPrior(prior)
+        before = getattr(prior, "out_of_range", 0)
         start = time.perf_counter()
         x, info = self.run(problem, counted, gens)
         seconds = time.perf_counter() - start
+        clamped = getattr(prior, "out_of_range", 0) - before
+        if clamped:
+            info["out_of_range"] = clamped
+            warnings.warn(f"{self.name}: {clamped} network queries fell outside the prior's noise range "
+                          f"{prior.sigma_range} and were clamped to its ends", stacklevel=2)
         return Result(x.detach(), counted.nfe, seconds, info)
 
     def run(self, problem: Problem, prior: Prior, gens: list[torch.Generator]) -> tuple[Tensor, dict]:
@@ -128,11 +194,39 @@ class Solver:
         return {f.name: f.default for f in dataclasses.fields(cls)}
 
 
-def _check_devices(problem: Problem, prior: Prior) -> None:
+def check_compatible(problem: Problem, prior: Prior) -> None:
+    """Raise a ValueError naming both sides when prior and problem do not fit (device, shape,
+    channels); warn when the data lie far outside the prior's data range."""
     tensors = list(prior.parameters()) + list(prior.buffers())
     if tensors and tensors[0].device != problem.y.device:
         raise ValueError(f"prior is on {tensors[0].device} but the problem is on {problem.y.device}; "
                          "call prior.to(device) or problem.to(device)")
+    if prior.shape is not None and tuple(prior.shape) != tuple(problem.x_shape):
+        raise ValueError(f"prior samples have shape {tuple(prior.shape)} but the problem's unknown has "
+                         f"shape {tuple(problem.x_shape)}")
+    channels = getattr(prior, "channels", None)
+    if channels is not None and (len(problem.x_shape) < 3 or problem.x_shape[0] != channels):
+        raise ValueError(f"the prior takes images of {channels} channel(s), (B, {channels}, H, W), but "
+                         f"the problem's unknown has shape {tuple(problem.x_shape)}; use a prior of "
+                         "the problem's modality (see invsolve list) or convert the images")
+    rng = getattr(prior, "data_range", None)
+    probe = problem.x_true if problem.x_true is not None else _same_units_measurement(problem)
+    if rng is not None and probe is not None:
+        lo, hi = rng
+        width = hi - lo
+        p_lo, p_hi = float(probe.real.min()), float(probe.real.max())
+        if p_lo < lo - width or p_hi > hi + width:
+            warnings.warn(f"the data span [{p_lo:.3g}, {p_hi:.3g}] but the prior was trained on "
+                          f"[{lo:g}, {hi:g}]; rescale the images to the prior's range (e.g. divide "
+                          "8-bit images by 255)", stacklevel=3)
+
+
+def _same_units_measurement(problem: Problem) -> Tensor | None:
+    """y when the operator keeps the image's units (inpainting, blur, down-sampling, denoising)."""
+    from deepinv.physics import Blur, BlurFFT, Denoising, Downsampling, Inpainting
+
+    kinds = (Blur, BlurFFT, Denoising, Downsampling, Inpainting)
+    return problem.y if isinstance(problem.operator, kinds) else None
 
 
 # --- schedules and steps shared by several solvers ------------------------------------------------
@@ -147,14 +241,41 @@ def karras_sigmas(steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0,
 def time_grid(path: P.Path, steps: int) -> Tensor:
     """``steps`` times evenly spaced from the path's noisiest end t_max down to t_min (float64).
 
-    On a discrete DDPM path the times are rounded to integer steps, as respaced samplers do.
+    On a discrete DDPM path the times are rounded to integer steps (``schedules.timesteps`` with
+    spacing "linspace").
     """
-    t = torch.linspace(path.t_max, path.t_min, steps, dtype=torch.float64)
-    if isinstance(path, P.VPDiscrete):
-        if steps > path.num_steps:
-            raise ValueError(f"{steps} steps exceed the {path.num_steps} steps of the discrete path")
-        t = t.round()
-    return t
+    return timesteps(path, steps, "linspace")
+
+
+VP_FAMILY = (P.VPDiscrete, P.VPLinear, P.VPCosine)
+
+
+def solver_path(prior: Prior, path: str | P.Path | None, family: tuple[type, ...] = VP_FAMILY,
+                default: str = "vp_discrete") -> P.Path:
+    """The path a solver runs on, in operator units.
+
+    ``path=None``: the prior's native path when its base is of ``family`` (a DDPM network on its own
+    integer steps); otherwise ``default``. A named path (or ``default``) is scaled to the prior's
+    units, so that its noise levels mean in operator units what they mean to the network.
+    """
+    native = prior.native_path() if hasattr(prior, "native_path") else None
+    if path is None and native is not None and isinstance(P.base_of(native), family):
+        return native
+    base = P.get_path(default if path is None else path)
+    if isinstance(base, P.ScaledPath):
+        return base
+    scale = float(getattr(prior, "data_scale", 1.0))
+    center = float(getattr(prior, "data_center", 0.0))
+    return P.in_units(base, scale, -center * scale)
+
+
+def start_state(path: P.Path, t: Tensor, noise: Tensor) -> Tensor:
+    """x at the noisiest time t: alpha_t center + terminal_std(t) noise (DDPM code's x_T ~ N(0, I) in
+    the network's units; EDM's sigma_max eps), in operator units."""
+    t = torch.as_tensor(t, dtype=torch.float64)
+    center = path.center if isinstance(path, P.ScaledPath) else 0.0
+    a, std = float(path.alpha(t)), float(path.terminal_std(t))
+    return a * center + std * noise
 
 
 def path_coefs(path: P.Path, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:

@@ -13,8 +13,9 @@ from torch import Tensor
 
 from invsolve import paths as P
 
-from .base import Solver, ddim_step, path_coefs, time_grid
+from .base import Solver, ddim_step, path_coefs, solver_path, start_state
 from .registry import register
+from .schedules import timesteps
 
 
 @register
@@ -27,19 +28,20 @@ class DDIM(Solver):
 
     steps: int = 100
     eta: float = 0.0
-    path: str = "vp_discrete"
+    path: str | None = None
+    spacing: str = "uniform"
 
     def validate(self) -> None:
         if not 0.0 <= self.eta <= 1.0:
             raise ValueError(f"ddim: eta must be in [0, 1], got {self.eta}")
-        P.get_path(self.path)
+        if self.path is not None:
+            P.get_path(self.path)
 
     def run(self, problem, prior, gens) -> tuple[Tensor, dict]:
-        path = P.get_path(self.path)
-        ts = time_grid(path, self.steps)
+        path = solver_path(prior, self.path)
+        ts = timesteps(path, self.steps, self.spacing)
         like = self.like(problem)
-        a_t, s_t = path_coefs(path, ts[0], like)
-        x = s_t * self.randn(gens, problem)  # x_T ~ N(0, sigma_T^2 I); alpha_T x0 is negligible
+        x = start_state(path, ts[0], self.randn(gens, problem))  # x_T ~ N(0, I) in network units
         one, zero = torch.ones((), dtype=like.dtype), torch.zeros((), dtype=like.dtype)
         for i in self.iterate():
             a_t, s_t = path_coefs(path, ts[i], like)

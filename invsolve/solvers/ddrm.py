@@ -14,11 +14,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from invsolve import paths as P
-
-from .base import Solver, canonical_sigmas
+from .base import Solver, solver_path
 from .linalg import require_gaussian, require_svd
 from .registry import register
+from .schedules import timesteps
 
 
 @register
@@ -32,7 +31,8 @@ class DDRM(Solver):
     steps: int = 20
     eta: float = 0.85
     eta_b: float = 1.0
-    path: str = "vp_discrete"
+    path: str | None = None
+    spacing: str = "uniform"
 
     def validate(self) -> None:
         if not (0 <= self.eta <= 1 and 0 <= self.eta_b <= 1):
@@ -41,7 +41,8 @@ class DDRM(Solver):
     def run(self, problem, prior, gens) -> tuple[Tensor, dict]:
         op = require_svd(problem.operator, self.name)
         like = self.like(problem)
-        sigmas = canonical_sigmas(P.get_path(self.path), self.steps).tolist() + [0.0]
+        path = solver_path(prior, self.path)
+        sigmas = path.sigma_canon(timesteps(path, self.steps, self.spacing)).tolist() + [0.0]
         sy = require_gaussian(problem, self.name)
         mask = op.mask.to(like.device)
         s = mask.abs() if mask.is_complex() else mask

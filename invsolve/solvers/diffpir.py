@@ -14,11 +14,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from invsolve import paths as P
-
-from .base import Solver, canonical_sigmas
+from .base import Solver, solver_path
 from .linalg import prox_data, require_gaussian, require_linear
 from .registry import register
+from .schedules import timesteps
 
 
 @register
@@ -32,7 +31,8 @@ class DiffPIR(Solver):
     steps: int = 100
     lam: float = 7.0
     zeta: float = 0.3
-    path: str = "vp_discrete"
+    path: str | None = None
+    spacing: str = "linspace"
 
     def validate(self) -> None:
         if not 0 <= self.zeta <= 1 or self.lam < 0:
@@ -40,9 +40,10 @@ class DiffPIR(Solver):
 
     def run(self, problem, prior, gens) -> tuple[Tensor, dict]:
         op = require_linear(problem.operator, self.name)
-        sigmas = canonical_sigmas(P.get_path(self.path), self.steps).tolist() + [0.0]
+        path = solver_path(prior, self.path)
+        sigmas = path.sigma_canon(timesteps(path, self.steps, self.spacing)).tolist() + [0.0]
         s2n = require_gaussian(problem, self.name) ** 2
-        x = sigmas[0] * self.randn(gens, problem)
+        x = sigmas[0] * self.randn(gens, problem) + prior.data_center
         for i in self.iterate():
             s_t, s_n = sigmas[i], sigmas[i + 1]
             with torch.no_grad():

@@ -15,8 +15,9 @@ from torch import Tensor
 
 from invsolve import paths as P
 
-from .base import Solver, ddim_step, path_coefs, time_grid
+from .base import Solver, ddim_step, path_coefs, solver_path, start_state
 from .registry import register
+from .schedules import timesteps
 
 
 @register
@@ -36,14 +37,17 @@ class DPS(Solver):
     steps: int = 1000
     zeta: float = 1.0
     likelihood: str = "auto"
-    path: str = "vp_discrete"
+    clip: bool = True
+    path: str | None = None
+    spacing: str = "guided"
 
     def validate(self) -> None:
         if self.zeta < 0:
             raise ValueError(f"{self.name}: zeta must be >= 0, got {self.zeta}")
         if self.likelihood not in ("auto", "gaussian", "poisson"):
             raise ValueError(f"{self.name}: likelihood must be 'auto', 'gaussian' or 'poisson'")
-        P.get_path(self.path)
+        if self.path is not None:
+            P.get_path(self.path)
 
     def residual_norms(self, problem, x0: Tensor) -> Tensor:
         """Per-sample ||y - A x0|| (Poisson: weighted by Lambda = diag(1 / (2 y)), Eq. 16), shape (B,)."""
@@ -58,23 +62,26 @@ class DPS(Solver):
         return x
 
     def run(self, problem, prior, gens) -> tuple[Tensor, dict]:
-        path = P.get_path(self.path)
-        ts = time_grid(path, self.steps)
+        path = solver_path(prior, self.path)
+        ts = timesteps(path, self.steps, self.spacing)
         like = self.like(problem)
-        _, s_t = path_coefs(path, ts[0], like)
-        x = s_t * self.randn(gens, problem)  # line 1: x_N ~ N(0, I)
+        x = start_state(path, ts[0], self.randn(gens, problem))  # line 1: x_N ~ N(0, I)
+        zeta = self.zeta / prior.data_scale  # the paper's zeta acts on network units
+        lo_hi = prior.data_range if self.clip else None
         one, zero = torch.ones((), dtype=like.dtype), torch.zeros((), dtype=like.dtype)
         for i in self.iterate():
             a_t, s_t = path_coefs(path, ts[i], like)
             x = x.detach().requires_grad_(True)
             x0 = prior.x0_at(x, ts[i].to(like.dtype), path)  # lines 3-4: Tweedie estimate
+            if lo_hi is not None:  # the official code's clip_denoised
+                x0 = x0.clamp(*lo_hi)
             norms = self.residual_norms(problem, x0)  # per sample, never summed over the batch
             (grad,) = torch.autograd.grad(norms.sum(), x)
             a_s, s_s = path_coefs(path, ts[i + 1], like) if i + 1 < self.steps else (one, zero)
             noise = self.randn(gens, problem)
             with torch.no_grad():
                 x = ddim_step(x, x0, a_t, s_t, a_s, s_s, 1.0, noise)  # lines 5-6: ancestral step
-                x = x - self.zeta * grad  # line 7: measurement gradient step
+                x = x - zeta * grad  # line 7: measurement gradient step
                 x = self.project(problem, x, a_s, s_s, gens)
             self.guard(x, i, "zeta")
         return x.detach(), {"residual_norm": norms.detach()}

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from invsolve import paths as P
-
-from .base import Solver, canonical_sigmas, ddim_step
+from .base import Solver, ddim_step, solver_path
 from .linalg import gram_solve, require_gaussian, require_linear
 from .registry import register
+from .schedules import timesteps
 
 
 @register
@@ -33,7 +32,8 @@ class PiGDM(Solver):
     steps: int = 100
     eta: float = 1.0
     data_var: float = 1.0
-    path: str = "vp_discrete"
+    path: str | None = None
+    spacing: str = "guided"
 
     def validate(self) -> None:
         if not 0 <= self.eta <= 1 or self.data_var <= 0:
@@ -42,15 +42,17 @@ class PiGDM(Solver):
     def run(self, problem, prior, gens) -> tuple[Tensor, dict]:
         op = require_linear(problem.operator, self.name)
         like = self.like(problem)
-        sigmas = canonical_sigmas(P.get_path(self.path), self.steps).tolist() + [0.0]
+        path = solver_path(prior, self.path)
+        sigmas = path.sigma_canon(timesteps(path, self.steps, self.spacing)).tolist() + [0.0]
         s2y = require_gaussian(problem, self.name) ** 2
-        x = sigmas[0] * self.randn(gens, problem)
+        data_var = self.data_var / prior.data_scale**2  # stated for the network's units
+        x = sigmas[0] * self.randn(gens, problem) + prior.data_center
         one = torch.ones((), dtype=like.dtype, device=like.device)
         for i in self.iterate():
             s_t, s_n = sigmas[i], sigmas[i + 1]
             x = x.detach().requires_grad_(True)
             x0 = self.denoise_at(prior, x, s_t)
-            r2 = s_t**2 * self.data_var / (s_t**2 + self.data_var)  # Eq. 5
+            r2 = s_t**2 * data_var / (s_t**2 + data_var)  # Eq. 5
             with torch.no_grad():
                 u = gram_solve(op, problem.y - op.A(x0), r2, s2y)  # (r^2 A A^T + sigma_y^2 I)^-1 (y - A x0)
             (g,) = torch.autograd.grad(x0, x, grad_outputs=op.A_adjoint(u))  # Eq. 8: the VJP

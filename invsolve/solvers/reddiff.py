@@ -15,10 +15,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from invsolve import paths as P
-
-from .base import Solver, path_coefs, time_grid
+from .base import Solver, path_coefs, solver_path
 from .registry import register
+from .schedules import timesteps
 
 
 def _mean(t: Tensor) -> Tensor:
@@ -39,7 +38,8 @@ class REDDiff(Solver):
     lr: float = 0.5
     obs_weight: float = 1.0
     init: str = "pinv"
-    path: str = "vp_discrete"
+    path: str | None = None
+    spacing: str = "linspace"
 
     def validate(self) -> None:
         if self.init not in ("pinv", "zero"):
@@ -48,8 +48,8 @@ class REDDiff(Solver):
             raise ValueError("reddiff: lr must be > 0 and lam >= 0")
 
     def run(self, problem, prior, gens) -> tuple[Tensor, dict]:
-        path = P.get_path(self.path)
-        ts = time_grid(path, self.steps)
+        path = solver_path(prior, self.path)
+        ts = timesteps(path, self.steps, self.spacing)
         like = self.like(problem)
         if self.init == "pinv":
             if not hasattr(problem.operator, "A_dagger"):
@@ -58,7 +58,7 @@ class REDDiff(Solver):
         else:
             mu0 = torch.zeros((len(problem), *problem.x_shape), dtype=like.dtype, device=like.device)
         mu = mu0.detach().clone().requires_grad_(True)
-        opt = torch.optim.Adam([mu], lr=self.lr, betas=(0.9, 0.99))
+        opt = torch.optim.Adam([mu], lr=self.lr / prior.data_scale, betas=(0.9, 0.99))  # lr: network units
         for i in self.iterate():
             t = ts[i].to(like.dtype)
             a_t, s_t = path_coefs(path, ts[i], like)
