@@ -12,6 +12,15 @@
   ``invsolve.data.darcy_permeability``); train seed 0, test seed 1 (disjoint draws). The sampler sees
   (a - 3) / 9 in [0, 1]; prior.json's ``units`` [3, 12] makes the prior act on a itself.
 
+Your own data (``user_data``, ``invsolve train --data PATH``):
+
+- a folder of images (PNG, JPEG, TIFF, BMP; grey or RGB, RGBA -> RGB; DICOM with pydicom), searched
+  recursively, read into [0, 1] (``read_image``, ``read_dicom``);
+- a tensor file (.npy, .npz, .pt) of shape (N, C, H, W) or (N, H, W), in [0, 1] or in the ``units`` the
+  caller states (``tensor_file``).
+
+Whole files (or tensor items) are split into training and validation sets (``split_items``).
+
 Images are float tensors (C, H, W) in [0, 1]. ``PatchSampler`` draws random crops (with flips and
 90-degree rotations) from a list of images using an explicit ``torch.Generator``, so training is
 reproducible and resumable from the generator's state.
@@ -19,6 +28,7 @@ reproducible and resumable from the generator's state.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 from functools import lru_cache
@@ -216,12 +226,22 @@ def darcy_fields(n: int, split: str = "train", size: int = 64) -> Tensor:
     return darcy_permeability(n, size, seed, a_low=lo, a_high=hi)[:, None].float()
 
 
-def training_data(name: str, crop: int, seed: int = 0, scales: tuple[float, ...] = (1.0,)
-                  ) -> tuple[PatchSampler, dict]:
-    """The patch sampler of a named training set and a description (data set, split) for prior.json.
+def training_data(name: str, crop: int, seed: int = 0, scales: tuple[float, ...] = (1.0,), *,
+                  val_fraction: float = 0.1, units: tuple[float, float] | None = None,
+                  dicom_window: tuple[float, float] | None = None) -> tuple[PatchSampler, dict]:
+    """The patch sampler of a training set and a description (data set, split) for prior.json.
 
-    ``scales``: the photos of natural-rgb are also cropped at these magnifications (see ``rescaled``).
+    ``name`` is a built-in set (``DATASETS``) or the path of your own data (see ``user_data``, which
+    also takes ``val_fraction``, ``units`` and ``dicom_window``; the built-in sets keep their own
+    splits and units). ``scales``: the photos of natural-rgb are also cropped at these
+    magnifications (see ``rescaled``).
     """
+    if name not in DATASETS:
+        sampler, info, _ = user_data(name, crop, seed, val_fraction, units, dicom_window, scales)
+        return sampler, info
+    if units is not None or dicom_window is not None:
+        raise ValueError(f"the built-in set {name!r} has fixed units; units and dicom_window apply "
+                         "to your own data (a tensor file, a folder with DICOM files)")
     if name == "natural-rgb":
         images, names = natural_rgb_images("train")
         _, test = natural_rgb_images("test")
@@ -246,3 +266,323 @@ def training_data(name: str, crop: int, seed: int = 0, scales: tuple[float, ...]
     else:
         raise ValueError(f"unknown data set {name!r}; choose one of {DATASETS}")
     return PatchSampler(images, crop), info
+
+
+def validation_images(name: str) -> list[Tensor]:
+    """Held-out images of a built-in set, in its sampler's units ([0, 1]), for validation losses.
+
+    natural-rgb: its test photos (chelsea); phantom-ct: ``shepp_logan()`` (128 x 128); darcy: 16 test
+    fields (seed 1), mapped to [0, 1] as in training.
+    """
+    if name == "natural-rgb":
+        return natural_rgb_images("test")[0]
+    if name == "phantom-ct":
+        return [shepp_logan()]
+    if name == "darcy":
+        lo, hi = DARCY_UNITS
+        return list((darcy_fields(16, "test") - lo) / (hi - lo))
+    raise ValueError(f"unknown data set {name!r}; choose one of {DATASETS}")
+
+
+def training_set(name: str, crop: int, seed: int = 0, scales: tuple[float, ...] = (1.0,), *,
+                 val_fraction: float = 0.1, units: tuple[float, float] | None = None,
+                 dicom_window: tuple[float, float] | None = None
+                 ) -> tuple[PatchSampler, dict, list[Tensor]]:
+    """``training_data`` plus the validation images ((C, H, W), the sampler's units), read once.
+
+    Built-in sets: ``validation_images(name)``; your own data: its held-out split.
+    """
+    if name in DATASETS:
+        sampler, info = training_data(name, crop, seed, scales, units=units, dicom_window=dicom_window)
+        return sampler, info, validation_images(name)
+    return user_data(name, crop, seed, val_fraction, units, dicom_window, scales)
+
+
+# --- your own data: a folder of images or a tensor file -------------------------------------------
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+"""Image files a data folder may hold (read by scikit-image: imageio / Pillow, tifffile)."""
+DICOM_SUFFIXES = (".dcm", ".dicom")
+"""DICOM files a data folder may hold (read by pydicom, when it is installed)."""
+TENSOR_SUFFIXES = (".npy", ".npz", ".pt", ".pth")
+"""Tensor files ``tensor_file`` reads."""
+
+
+def _check_unit_range(x: np.ndarray | Tensor, what: str, fix: str, lo: float = 0.0, hi: float = 1.0
+                      ) -> None:
+    x = torch.as_tensor(x)
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{what} holds NaN or infinite values; {fix}")
+    a, b = float(x.min()), float(x.max())
+    tol = 1e-6 * max(1.0, abs(lo), abs(hi))
+    if a < lo - tol or b > hi + tol:
+        raise ValueError(f"{what} spans [{a:.4g}, {b:.4g}], outside [{lo:g}, {hi:g}]; {fix}")
+
+
+def read_image(path: str | Path) -> Tensor:
+    """One image file as a (C, H, W) float32 tensor in [0, 1], C = 1 (grey) or 3 (RGB).
+
+    Read with ``skimage.io.imread``. Integer pixels are divided by their type's maximum (255 for
+    8-bit, 65535 for 16-bit: ``skimage.util.img_as_float``); float pixels (TIFF) must already lie in
+    [0, 1]. An alpha channel is dropped (RGBA -> RGB, grey + alpha -> grey); palette images are RGB.
+    Raises ValueError for other shapes (multi-page TIFF stacks) and for values outside [0, 1].
+    """
+    import skimage.io
+    from skimage.util import img_as_float
+
+    path = Path(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. low-contrast or EXIF warnings of the readers
+        arr = np.asarray(skimage.io.imread(str(path)))
+    if arr.ndim == 3 and arr.shape[-1] in (2, 4):
+        arr = arr[..., :-1]  # drop alpha
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[-1] not in (1, 3):
+        raise ValueError(f"{path.name} has shape {arr.shape}, not a grey or RGB image (a multi-page "
+                         "stack?); save one 2-D image per file or use a tensor file")
+    dtype = arr.dtype
+    arr = arr.astype(np.float32) if arr.dtype == bool else img_as_float(arr)
+    _check_unit_range(arr, f"{path.name} ({dtype} pixels)",
+                      "save it as unsigned 8/16-bit or as floats in [0, 1], or put the data in a "
+                      "tensor file and pass --units LO HI")
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).float().clamp(0, 1)
+
+
+def read_dicom(path: str | Path, window: tuple[float, float] | None = None) -> list[Tensor]:
+    """The frames of one DICOM file, each a (C, H, W) float32 tensor in [0, 1] (C = 1, or 3 for RGB).
+
+    Grey values go through the modality LUT (RescaleSlope / RescaleIntercept: Hounsfield units for
+    CT) and are then mapped to [0, 1] by ``window`` = (lo, hi) in those units, (v - lo) / (hi - lo)
+    clipped (e.g. (-1000, 1000) HU, the mapping of ``ct_slice``), or, without a window, by the file's
+    own minimum and maximum over all its frames. Needs pydicom.
+    """
+    try:
+        import pydicom
+    except ImportError as e:
+        raise ImportError(f"{Path(path).name} is a DICOM file; reading it needs pydicom: "
+                          "pip install pydicom") from e
+    try:
+        from pydicom.pixels import apply_modality_lut
+    except ImportError:  # pydicom < 3
+        from pydicom.pixel_data_handlers.util import apply_modality_lut
+
+    ds = pydicom.dcmread(str(path))
+    arr = ds.pixel_array
+    spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    if spp == 1:
+        arr = apply_modality_lut(arr, ds)
+    arr = np.asarray(arr, dtype=np.float64)
+    if window is not None:
+        lo, hi = float(window[0]), float(window[1])
+        if not hi > lo:
+            raise ValueError(f"the DICOM window must be (lo, hi) with hi > lo, got {window}")
+        arr = np.clip((arr - lo) / (hi - lo), 0.0, 1.0)
+    else:
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+    frames = arr.reshape(-1, *arr.shape[-3:]).transpose(0, 3, 1, 2) if spp > 1 else \
+        arr.reshape(-1, 1, *arr.shape[-2:])
+    return [torch.from_numpy(np.ascontiguousarray(f)).float() for f in frames]
+
+
+def image_folder(folder: str | Path, dicom_window: tuple[float, float] | None = None
+                 ) -> tuple[list[list[Tensor]], list[str]]:
+    """All images under ``folder``: per file its images ((C, H, W) in [0, 1]; DICOM files may hold
+    several frames) and the files' paths relative to ``folder``.
+
+    Files are found recursively and sorted by relative path; hidden files and folders (names that
+    start with ".") and files of other types are skipped. Raises ValueError, naming the files and
+    the fix, for a folder with no image, unreadable files and mixed channel counts.
+    """
+    folder = Path(folder)
+    files = sorted((f for f in folder.rglob("*") if f.is_file()
+                    and not any(part.startswith(".") for part in f.relative_to(folder).parts)),
+                   key=lambda f: f.relative_to(folder).as_posix())
+    images = [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES + DICOM_SUFFIXES]
+    if not images:
+        seen = ", ".join(f.name for f in files[:3]) or "nothing"
+        raise ValueError(f"no image in the folder {folder} (found {seen}); --data takes a folder of "
+                         f"{'/'.join(s[1:] for s in IMAGE_SUFFIXES + DICOM_SUFFIXES)} files, a tensor "
+                         f"file ({'/'.join(TENSOR_SUFFIXES)}) or one of {DATASETS}")
+    dicom = [f for f in images if f.suffix.lower() in DICOM_SUFFIXES]
+    if dicom:
+        try:
+            import pydicom  # noqa: F401
+        except ImportError as e:
+            raise ImportError(f"{folder} holds {len(dicom)} DICOM file(s) (e.g. {dicom[0].name}); "
+                              "reading them needs pydicom: pip install pydicom") from e
+    items, names, bad = [], [], []
+    for f in images:
+        name = f.relative_to(folder).as_posix()
+        try:
+            is_dicom = f.suffix.lower() in DICOM_SUFFIXES
+            ims = read_dicom(f, dicom_window) if is_dicom else [read_image(f)]
+        except Exception as e:  # noqa: BLE001 -- every unreadable file is reported together below
+            bad.append(f"{name} ({type(e).__name__}: {e})")
+            continue
+        items.append(ims)
+        names.append(name)
+    if bad:
+        raise ValueError(f"{len(bad)} file(s) in {folder} could not be read as images: "
+                         f"{'; '.join(bad[:3])}{'; ...' if len(bad) > 3 else ''}. Remove them or "
+                         "re-save them (e.g. as 8-bit PNG)")
+    by_channels: dict[int, list[str]] = {}
+    for name, ims in zip(names, items):
+        by_channels.setdefault(ims[0].shape[0], []).append(name)
+    if len(by_channels) > 1:
+        groups = sorted(by_channels.items(), key=lambda kv: -len(kv[1]))
+        desc = "; ".join(f"{len(v)} with {c} channel(s), e.g. {', '.join(v[:2])}" for c, v in groups)
+        raise ValueError(f"the images in {folder} have different channel counts: {desc}. Convert them "
+                         "to one mode, e.g. all RGB (PIL: Image.open(f).convert('RGB')) or all grey "
+                         "(.convert('L'))")
+    return items, names
+
+
+def tensor_file(path: str | Path, units: tuple[float, float] | None = None) -> Tensor:
+    """The items of a tensor file as an (N, C, H, W) float32 tensor in [0, 1].
+
+    ``path``: an .npy file, an .npz or .pt file holding one array (or ``FILE:KEY`` to pick one of
+    several, e.g. ``darcy.pt:a`` from ``invsolve data darcy``), of shape (N, C, H, W) or (N, H, W)
+    (-> C = 1). Values are taken to lie in ``units`` = (lo, hi) (default (0, 1)) and are mapped to
+    [0, 1] by (x - lo) / (hi - lo); values outside ``units`` raise ValueError.
+    """
+    path, key = _split_key(Path(path))
+    try:
+        arrays = _read_arrays(path)
+    except Exception as e:  # any reader error calls for the same fix
+        raise ValueError(f"could not read {path.name} as a tensor file ({type(e).__name__}: {e}); "
+                         "write it with np.save(path, array) or torch.save(tensor, path)") from e
+    if key is None and len(arrays) == 1:
+        x = next(iter(arrays.values()))
+    elif key is not None and key in arrays:
+        x = arrays[key]
+    else:
+        raise ValueError(f"{path.name} holds the arrays {sorted(arrays)}; pick one with "
+                         f"--data {path}:KEY (e.g. {path}:{next(iter(arrays), 'x')})")
+    x = torch.as_tensor(np.asarray(x) if isinstance(x, np.ndarray) else x)
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4 or x.shape[0] == 0:
+        raise ValueError(f"{path.name} has shape {tuple(x.shape)}; a tensor file must hold N >= 1 "
+                         "items of shape (N, C, H, W) or (N, H, W) (a single image: add a leading "
+                         "axis, x[None])")
+    if x.shape[1] > 4 and x.shape[-1] <= 4:
+        warnings.warn(f"{path.name} has shape {tuple(x.shape)}: {x.shape[1]} channels of "
+                      f"{x.shape[2]} x {x.shape[3]}; if it is channels-last (N, H, W, C), save "
+                      "x.permute(0, 3, 1, 2) instead", stacklevel=2)
+    lo, hi = (0.0, 1.0) if units is None else (float(units[0]), float(units[1]))
+    if not hi > lo:
+        raise ValueError(f"units must be (lo, hi) with hi > lo, got {units}")
+    x = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+    _check_unit_range(x, f"{path.name}", "pass its range as --units LO HI (TrainConfig.units); "
+                      "the prior then acts in those units", lo, hi)
+    return ((x - lo) / (hi - lo)).clamp(0, 1).float()
+
+
+def _read_arrays(path: Path) -> dict:
+    """The arrays in a tensor file by name ("" for a file that holds one array)."""
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return {"": np.load(path, allow_pickle=False)}
+    if suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files if k != "__params__"}
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, dict) and isinstance(obj.get("data"), dict):
+        obj = obj["data"]  # an ``invsolve data`` cache: {"params": ..., "data": {name: tensor}}
+    arrays = dict(obj) if isinstance(obj, dict) else {"": obj}
+    return {k: v for k, v in arrays.items() if isinstance(v, (Tensor, np.ndarray))}
+
+
+def _split_key(path: Path) -> tuple[Path, str | None]:
+    """``FILE:KEY`` -> (FILE, KEY) when FILE is a tensor file that exists; else (path, None)."""
+    if not path.exists() and ":" in path.name:
+        name, key = path.name.rsplit(":", 1)
+        if (path.parent / name).exists():
+            return path.parent / name, key
+    return path, None
+
+
+def is_tensor_file(name: str | Path) -> bool:
+    """Whether ``name`` (possibly ``FILE:KEY``) names a tensor file by its suffix."""
+    return _split_key(Path(name))[0].suffix.lower() in TENSOR_SUFFIXES
+
+
+def split_items(n: int, val_fraction: float = 0.1, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Sorted (train, validation) indices of ``n`` items: round(n val_fraction) held out, at least
+    one when n >= 2 and val_fraction > 0, never all; a permutation drawn from its own generator
+    seeded with ``seed``, so the split depends on (n, val_fraction, seed) only."""
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction}")
+    n_val = 0 if n < 2 or val_fraction == 0 else min(n - 1, max(1, round(n * val_fraction)))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return sorted(perm[n_val:]), sorted(perm[:n_val])
+
+
+def _digest(names: list, images: list[Tensor]) -> str:
+    h = hashlib.sha1()
+    for name, im in zip(names, images):
+        h.update(f"{name}|{tuple(im.shape)}|".encode())
+        h.update(im.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def user_data(path: str, crop: int, seed: int = 0, val_fraction: float = 0.1,
+              units: tuple[float, float] | None = None,
+              dicom_window: tuple[float, float] | None = None, scales: tuple[float, ...] = (1.0,)
+              ) -> tuple[PatchSampler, dict, list[Tensor]]:
+    """Your own training set: (patch sampler of the training split, prior.json description,
+    validation images), every image (C, H, W) in [0, 1], all held in memory (float32).
+
+    ``path``: a folder of images (``image_folder``; ``dicom_window`` maps DICOM values, see
+    ``read_dicom``) or a tensor file (``tensor_file``; ``units`` = (lo, hi) of its values, recorded
+    so that the trained prior acts in them). Whole files (tensor items) are held out for validation
+    by ``split_items(n, val_fraction, seed)``; the description records the split by file name
+    (tensor index), the units and a SHA-1 of the data (a resumed run checks it). ``scales``: the
+    training images are also cropped at these magnifications (``rescaled``); validation stays at 1.
+    """
+    p = Path(path)
+    if not p.exists() and not (is_tensor_file(p) and _split_key(p)[0].exists()):
+        raise ValueError(f"--data {path!r} is neither a built-in set {DATASETS} nor an existing "
+                         "folder of images or tensor file (.npy, .npz, .pt); check the path")
+    if is_tensor_file(p):
+        if dicom_window is not None:
+            raise ValueError("dicom_window applies to folders with DICOM files, not tensor files")
+        x = tensor_file(p, units)
+        items, names = [[im] for im in x], list(range(len(x)))
+        kind = f"tensor file {path}: {len(x)} items {tuple(x.shape[1:])}"
+    elif p.is_dir():
+        if units is not None:
+            raise ValueError("--units applies to tensor files; images are read into [0, 1] (DICOM: "
+                             "use dicom_window / --dicom-window to map its values)")
+        items, names = image_folder(p, dicom_window)
+        kind = f"folder {path}: {len(items)} image files, {items[0][0].shape[0]} channel(s)"
+        if dicom_window is not None:
+            kind += f", DICOM window {list(dicom_window)}"
+    else:
+        raise ValueError(f"--data {path!r} is a file but not a tensor file ({', '.join(TENSOR_SUFFIXES)}); "
+                         "put images in a folder and pass the folder")
+    train_idx, val_idx = split_items(len(items), val_fraction, seed)
+    label = [f"item {n}" if isinstance(n, int) else n for n in names]
+    val_images = [im for i in val_idx for im in items[i]]
+    small = [f"{label[i]} ({im.shape[-2]} x {im.shape[-1]})" for i in val_idx for im in items[i]
+             if min(im.shape[-2:]) < crop]
+    train = [(label[i], im) for i in train_idx for im in items[i]]
+    train_images = []
+    for s in scales:
+        for (lab, im), r in zip(train, rescaled([im for _, im in train], (s,))):
+            train_images.append(r)
+            if min(r.shape[-2:]) < crop:
+                small.append(f"{lab}{'' if s == 1 else f' at scale {s:g}'} ({r.shape[-2]} x {r.shape[-1]})")
+    if small:
+        raise ValueError(f"{len(small)} image(s) are smaller than the {crop} x {crop} crop: "
+                         f"{', '.join(small[:3])}{', ...' if len(small) > 3 else ''}; use a smaller "
+                         "--crop, larger --scales or remove them")
+    info = {"dataset": kind,
+            "split": {"train": [names[i] for i in train_idx], "val": [names[i] for i in val_idx]},
+            "val_fraction": val_fraction,
+            "units": [0.0, 1.0] if units is None else [float(units[0]), float(units[1])],
+            "data_sha1": _digest(names, [im for ims in items for im in ims]),
+            **({"scales": list(scales)} if tuple(scales) != (1.0,) else {})}
+    return PatchSampler(train_images, crop), info, val_images
