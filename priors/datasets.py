@@ -86,7 +86,7 @@ def _natural(split: str) -> tuple[tuple[Tensor, ...], tuple[str, ...]]:
         if split == "test" and name == "cat":
             continue
         im = _skimage_photo(name)
-        images.append(torch.from_numpy(np.ascontiguousarray(im[..., :3])).permute(2, 0, 1).float() / 255)
+        images.append(torch.from_numpy(np.array(im[..., :3])).permute(2, 0, 1).float() / 255)
         names.append(name)
     return tuple(images), tuple(names)
 

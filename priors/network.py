@@ -100,7 +100,7 @@ class NetworkPrior(Prior):
         t = t.clamp(self.path.t_min, self.path.t_max)
         x_t = P.bcast(self.path.alpha(t), x) * (self.scale * x + self.shift)
         out = (self._call(x_t, t, x) - self.shift) / self.scale
-        return torch.where(P.bcast(zero, x), x, out) if bool(zero.any()) else out
+        return torch.where(_rows(zero, x), x, out) if bool(zero.any()) else out
 
     def x0_at(self, x_t: Tensor, t: Tensor | float, path: P.Path | str) -> Tensor:
         """E[x0 | x_t]; on the native path the network is called at exactly time t (no round trip)."""
@@ -139,7 +139,12 @@ class DenoiserPrior(Prior):
         out = self.fn(x, sigma)
         if out.shape != x.shape:
             raise ValueError(f"denoiser returned shape {tuple(out.shape)} for input {tuple(x.shape)}")
-        return torch.where(P.bcast(zero, x), x, out) if bool(zero.any()) else out
+        return torch.where(_rows(zero, x), x, out) if bool(zero.any()) else out
+
+
+def _rows(mask: Tensor, x: Tensor) -> Tensor:
+    """A (B,) boolean mask shaped (B, 1, ..., 1) to select whole samples of x."""
+    return mask.reshape(-1, *([1] * (x.ndim - 1)))
 
 
 def from_module(module: nn.Module, parameterization: str = "eps", path: P.Path | str = "vp_discrete",
