@@ -119,12 +119,40 @@ class MultiCoilMRI(ShapeChecked, dp.MultiCoilMRI):
         self._set_shapes(img_size)
 
 
-@register("mri", "single-coil Cartesian MRI, acceleration=4|8, mask=random|equispaced, x (B,2,H,W)")
+class RealMRI(dp.LinearPhysics):
+    """Single-coil Cartesian MRI of a real image: (B, 1, H, W) -> k-space (B, 2, H, W).
+
+    ``A x = M F (x + 0 i)``, the imaginary part fixed at 0 (magnitude-like images, e.g. a prior
+    trained on real phantoms); ``A^T y = Re(F^H M y)``. Not decomposable (A^T A = Re(F^H M F) is not
+    diagonal in any fixed basis), so the pseudo-inverse is deepinv's least-squares solve.
+    """
+
+    def __init__(self, img_size: ImgSize, mask: Tensor, noise_sigma: float = 0.0):
+        img_size = check_img_size(img_size, channels=1)
+        super().__init__(noise_model=make_noise(noise_sigma))
+        self.complex_op = MRI((2, *img_size[1:]), mask)
+        self.x_shape, self.y_shape = img_size, (2, *img_size[1:])
+
+    def A(self, x: Tensor, *args, **kw) -> Tensor:
+        if tuple(x.shape[1:]) != self.x_shape:
+            raise ValueError(f"RealMRI expects x of shape (B, {', '.join(map(str, self.x_shape))}), "
+                             f"got {tuple(x.shape)}")
+        return self.complex_op.A(to_complex_channels(x))
+
+    def A_adjoint(self, y: Tensor, *args, **kw) -> Tensor:
+        return self.complex_op.A_adjoint(y)[:, :1]
+
+
+@register("mri", "single-coil Cartesian MRI, acceleration=4|8, mask=random|equispaced; x (B,2,H,W) "
+                 "complex or (B,1,H,W) real")
 def _mri(img_size: ImgSize = (2, 128, 128), acceleration: int = 4, mask: str = "random",
-         center_fraction: float | None = None, seed: int = 0, noise_sigma: float = 0.0) -> MRI:
-    img_size = check_img_size(img_size, channels=2)
+         center_fraction: float | None = None, seed: int = 0, noise_sigma: float = 0.0
+         ) -> MRI | RealMRI:
+    img_size = check_img_size(img_size)
+    if img_size[0] not in (1, 2):
+        raise ValueError(f"mri takes a complex image (2, H, W) or a real one (1, H, W), got {img_size}")
     m = cartesian_mask(img_size[1:], acceleration, mask, center_fraction, seed)
-    return MRI(img_size, m, noise_sigma)
+    return RealMRI(img_size, m, noise_sigma) if img_size[0] == 1 else MRI(img_size, m, noise_sigma)
 
 
 @register("mri_multicoil", "multi-coil Cartesian MRI with simulated smooth coil maps (n_coils=8)")

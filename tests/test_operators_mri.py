@@ -82,3 +82,16 @@ def test_masks():
 def test_bad_input(call):
     with pytest.raises(ValueError):
         call()
+
+
+def test_real_image_mri_adjoint_and_pinv():
+    """mri on (1, H, W) real images: <A x, y> = <x, A^T y>, and A^+ y solves the least-squares problem."""
+    op = operators.build("mri", img_size=(1, 16, 16), acceleration=4, seed=0)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 1, 16, 16, generator=g, dtype=torch.float64)
+    y = torch.randn(2, 2, 16, 16, generator=g, dtype=torch.float64)
+    torch.testing.assert_close((op.A(x) * y).sum(), (x * op.A_adjoint(y)).sum())
+    torch.testing.assert_close(op.A(x)[:, :1], operators.build("mri", img_size=(2, 16, 16), acceleration=4,
+                                                               seed=0).A(to_complex_channels(x))[:, :1])
+    x_ls = op.A_dagger(op.A(x))
+    assert (op.A(x_ls) - op.A(x)).norm() < 1e-3 * op.A(x).norm()
