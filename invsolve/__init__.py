@@ -3,11 +3,12 @@
 Problem (operator + measurement), Prior (a denoiser for every noise level), Solver (one posterior method).
 """
 
-# Dependency order (DESIGN.md): paths, problem, operators, priors, solvers.
+# Dependency order (DESIGN.md): paths, problem, operators, priors, solvers; evaluation on top.
 from . import paths  # noqa: I001
 from .problem import Problem
 from . import operators, priors, solvers
 from .solvers import Result
+from .evaluation.api import evaluate
 
 
 def solve(problem: Problem, prior: "priors.Prior", name: str, seed=0, preset=None,
@@ -29,5 +30,5 @@ def solve(problem: Problem, prior: "priors.Prior", name: str, seed=0, preset=Non
     return cls(**hyperparameters).solve(problem, prior, seed=seed)
 
 
-__all__ = ["Problem", "Result", "operators", "paths", "priors", "solve", "solvers"]
+__all__ = ["Problem", "Result", "evaluate", "operators", "paths", "priors", "solve", "solvers"]
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
-"""The ``invsolve`` command: ``demo``, ``list``, and entry points that later modules add (data, train)."""
+"""The ``invsolve`` command: ``demo``, ``list``, and entry points that later modules add (data, train,
+evaluate, reconstruct)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,10 @@ def _delegate(module: str, argv: list[str]) -> int:
     return int(mod.main(argv) or 0)
 
 
-DELEGATED = {"data": "invsolve.data.cli", "train": "invsolve.train"}
+DELEGATED = {"data": "invsolve.data.cli", "train": "invsolve.train",
+             "evaluate": "invsolve.evaluation.runner", "reconstruct": "invsolve.evaluation.reconstruct"}
+HELP = {"evaluate": "run a data x operator x prior x solver grid from a YAML config (resumable)",
+        "reconstruct": "reconstruct one image or measurement; prints PSNR/SSIM, time and NFE"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-image", action="store_true", help="skip the image part (Gaussian mixture only)")
     p.set_defaults(func=_cmd_demo)
     for name in DELEGATED:
-        sub.add_parser(name, help=f"see 'invsolve {name} --help'")
+        sub.add_parser(name, help=HELP.get(name, f"see 'invsolve {name} --help'"))
     args = parser.parse_args(argv)
     return args.func(args)
 
