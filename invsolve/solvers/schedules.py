@@ -31,7 +31,14 @@ def respace(num_train: int, steps: int, spacing: str = "guided") -> list[int]:
         raise ValueError(f"{steps} steps do not fit the {num_train} steps of the discrete path")
     if spacing == "guided":
         stride = (num_train - 1) / (steps - 1) if steps > 1 else 1
-        return sorted({round(i * stride) for i in range(steps)})
+        # space_timesteps adds the float stride up (cur_idx += frac_stride) and rounds each partial
+        # sum; round(i * stride) differs from that at exact halves (N = 1000: 278 of the step counts
+        # 1..1000, e.g. 21), so the sum is reproduced as it is.
+        picked, cur = [], 0.0
+        for _ in range(steps):
+            picked.append(round(cur))
+            cur += stride
+        return sorted(set(picked))
     if spacing == "uniform":
         return list(range(0, num_train, num_train // steps))[:steps]
     t = torch.linspace(num_train - 1, 0, steps, dtype=torch.float64).round()
