@@ -11,7 +11,7 @@ image's shape is used when ``--image`` is given). Prints PSNR / SSIM when the gr
 the wall time and the NFE. Outputs: ``--out`` (PNG clipped to the data range, or the raw tensors when it
 ends in .pt), ``<stem>_std.png`` with ``--samples`` > 1 (the channel-mean posterior std, scaled to its maximum,
 printed) and
-``<stem>_figure.png`` (truth / A^+ y / reconstruction / std).
+``<stem>_figure.png`` (truth / A^+ y or A^T y / reconstruction / std).
 """
 
 from __future__ import annotations
@@ -184,11 +184,11 @@ def reconstruct(args: argparse.Namespace) -> dict[str, Any]:
         std_path = out.with_name(out.stem + "_std.png")
         _save_png(std[0] / max(smax, 1e-12), std_path, (0.0, 1.0))
         info.update(std_out=str(std_path), std_max=smax)
-    m = measurement_image(op, problem.y, img_size)
+    m, kind = measurement_image(op, problem.y, img_size, rng)
     what = "posterior mean" if args.samples > 1 else "reconstruction"
     title = what + (f"\n{info['psnr']:.2f} dB" if "psnr" in info else "")
     panels = [("truth", None if x_true is None else x_true[0], rng),
-              ("A⁺y (clipped)", None if m is None else m[0], rng), (title, mean[0], rng)]
+              (f"{kind} (clipped)", None if m is None else m[0], rng), (title, mean[0], rng)]
     if std is not None:
         panels.append((f"posterior std (max {smax:.3g})", std[0], (0.0, smax)))
     fig_path = out.with_name(out.stem + "_figure.png")

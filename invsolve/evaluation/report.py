@@ -3,7 +3,8 @@
 ``table.md``: one block per grid, one line per (operator, prior, solver) cell, mean ± standard error
 over the cell's samples per metric, and n. ``grid.png``: for the first ``figure_items`` items of each
 (data, operator, prior): truth, the measurement mapped back to image space (A^+ y, clipped) and every
-solver's reconstruction, from the tensors the rows point to (``DIR/images/*.pt``).
+solver's reconstruction, from the tensors the rows point to (``DIR/images/*.pt``). Where the
+pseudo-inverse only shows amplified noise (deblurring) the panel shows A^T y instead, and says so.
 """
 
 from __future__ import annotations
@@ -23,16 +24,27 @@ HEADERS = {"psnr": "PSNR (dB) ↑", "ssim": "SSIM ↑", "rel_l2": "rel. L2 ↓",
 FORMATS = {"psnr": ".2f", "ssim": ".3f", "rel_l2": ".3f", "lpips": ".3f", "sw": ".3f"}
 
 
-def measurement_image(op, y: Tensor, x_shape: tuple) -> Tensor | None:
-    """The measurement in image space for display: A^+ y for a linear operator (deepinv's A_dagger),
-    y itself when it already has the image's shape, otherwise None (nothing sensible to show)."""
+def measurement_image(op, y: Tensor, x_shape: tuple, data_range: tuple[float, float] = (0.0, 1.0)
+                      ) -> tuple[Tensor | None, str]:
+    """The measurement in image space for display, and its name for the panel title.
+
+    Linear operators: A^+ y (deepinv's A_dagger) unless the pseudo-inverse blows the noise up beyond
+    the data range (more than 5 % of the pixels more than 10 % of the range outside it, as in
+    deblurring), then A^T y. Other operators: y itself when it has the image's shape, else None.
+    """
     from deepinv.physics import LinearPhysics
 
     with torch.no_grad():
         if isinstance(op, LinearPhysics):
             m = op.A_dagger(y)
-            return m if tuple(m.shape[1:]) == tuple(x_shape) else None
-    return y if tuple(y.shape[1:]) == tuple(x_shape) else None
+            if tuple(m.shape[1:]) == tuple(x_shape):
+                lo, hi = data_range
+                tol = 0.1 * (hi - lo)
+                if float(((m < lo - tol) | (m > hi + tol)).float().mean()) <= 0.05:
+                    return m, "A⁺y"
+            t = op.A_adjoint(y)
+            return (t, "Aᵀy") if tuple(t.shape[1:]) == tuple(x_shape) else (None, "A⁺y")
+    return (y, "y") if tuple(y.shape[1:]) == tuple(x_shape) else (None, "y")
 
 
 def mean_se(values: list[float], fmt: str) -> str:
@@ -166,7 +178,8 @@ def grid_figure(plan: Plan, rows: dict[str, dict], out: Path, path: Path) -> boo
         images = next(row["images"] for row in found if row and row.get("images"))
         rng = cells[0].data.data_range
         _display(axes[r, 0], _load(out, images.get("truth")), rng, "truth")
-        _display(axes[r, 1], _load(out, images.get("measurement")), rng, "A⁺y (clipped)")
+        _display(axes[r, 1], _load(out, images.get("measurement")), rng,
+                 f"{images.get('measurement_kind', 'A⁺y')} (clipped)")
         labels = cells[0].labels()
         axes[r, 0].set_ylabel(f"{labels['operator']}\n{labels['prior']}\nitem {i}", fontsize=6)
         for j, (cell, row) in enumerate(zip(cells, found)):

@@ -253,11 +253,9 @@ class _Runner:
         truth_id = key_id({"item": cell.data.ids[item], "truth": True})
         meas_id = key_id({**base, "item": cell.data.ids[item], "measurement": True})
         images = {"truth": self._save(truth_id, x)}
-        if not (self.out / f"images/{meas_id}.pt").exists():
-            m = report.measurement_image(op, y, tuple(x.shape))
-            images["measurement"] = None if m is None else self._save(meas_id, m[0])
-        else:
-            images["measurement"] = f"images/{meas_id}.pt"
+        m, kind = report.measurement_image(op, y, tuple(x.shape), cell.data.data_range)
+        images["measurement"] = None if m is None else self._save(meas_id, m[0])
+        images["measurement_kind"] = kind
         if x_hat is not None:
             images["x_hat"] = self._save(key_id(cell.key(item)), x_hat)
         return images
