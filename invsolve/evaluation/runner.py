@@ -368,7 +368,8 @@ def evaluate(config: str | Path | dict | EvalConfig, out: str | Path | None = No
         path = out / (RESULTS if dist.world == 1 else f"results.rank{dist.rank}.jsonl")
         with RowWriter(path) as writer:
             runner = _Runner(plan, out, device, writer, dist.rank, dist.world)
-            runner.prepare([plan.cells[c] for c in sorted({c for c, _ in mine})])
+            # every rank builds what any rank needs: a config mistake stops all ranks at once
+            runner.prepare([plan.cells[c] for c in sorted({c for c, _ in pending})])
             _run_tasks(runner, plan, mine, progress, dist.rank)
         dist.barrier()
         if dist.rank == 0:
