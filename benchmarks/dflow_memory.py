@@ -49,16 +49,10 @@ def _setup(size: int):
 
 def one_step(solver: DFlow, prior, problem, z: torch.Tensor, checkpointed: bool) -> None:
     """Loss and gradient of D-Flow's objective at z (what one optimiser evaluation does)."""
-    path = paths.LinearFlow(noise_at_zero=True)
+    solver = DFlow(ode_steps=solver.ode_steps, checkpoint=checkpointed)
     z = z.detach().requires_grad_(True)
-    if checkpointed:
-        x1 = solver.flow(prior, path, z)
-    else:
-        x1, h = z, 1.0 / solver.ode_steps
-        for k in range(solver.ode_steps):
-            x1 = solver._step(prior, path, x1, k * h, h)
-    loss = problem.residual(x1).pow(2).sum() + solver.lam * 0.5 * z.pow(2).sum()
-    loss.backward()
+    loss, _ = solver.objective(problem, prior, z)
+    loss.sum().backward()
 
 
 def main(argv: list[str] | None = None) -> int:

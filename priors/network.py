@@ -38,7 +38,8 @@ class NetworkPrior(Prior):
     The prior's native path in operator units is ``paths.ScaledPath(path, a, shift)``: a solver that
     runs on it (the default of every solver) queries ``x0_at`` at the path's own times, which calls the
     network at exactly those times (no sigma -> t round trip) on x_t^net = a x_t + alpha_t shift. The
-    valid noise range is the path's [t_min, t_max]; outside it the network is called at the nearest
+    valid noise range is the path's [t_min, t_max] (``t_range``: all of [0, 1] for a velocity network
+    on the linear path queried on its own path); outside it the network is called at the nearest
     end (EDM's clamp) and ``out_of_range`` counts such queries. At sigma = 0 the prior returns x.
     """
 
@@ -72,6 +73,11 @@ class NetworkPrior(Prior):
         lo, hi = sorted(float(self.path.sigma_canon(torch.tensor(t, dtype=torch.float64)))
                         for t in (self.path.t_min, self.path.t_max))  # flows with noise at t = 0 decrease
         self.sigma_range = (lo / self.scale, hi / self.scale)
+        # Times x0_at may query on the native path. A velocity network on the linear path is trained on
+        # t ~ U[0, 1] and its x0 (x + (1 - t) v, or x - t v) is finite at both ends, so flow solvers may
+        # call it at the noise end t = 0 as the official flow codes do; other paths stop at t_min, t_max.
+        velocity_flow = parameterization == "velocity" and isinstance(self.path, P.LinearFlow)
+        self.t_range = (0.0, 1.0) if velocity_flow else (self.path.t_min, self.path.t_max)
         self.out_of_range = 0
 
     def native_path(self) -> P.Path:
@@ -108,9 +114,10 @@ class NetworkPrior(Prior):
             return super().x0_at(x_t, t, path)
         t = torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device)
         t = t.expand(x_t.shape[0]) if t.ndim == 0 else t
-        outside = (t < self.path.t_min) | (t > self.path.t_max)
+        t_lo, t_hi = self.t_range
+        outside = (t < t_lo) | (t > t_hi)
         self.out_of_range += int(outside.sum())
-        t = t.clamp(self.path.t_min, self.path.t_max)
+        t = t.clamp(t_lo, t_hi)
         alpha = P.bcast(self.path.alpha(t), x_t)
         x_t_net = self.scale * x_t + alpha * self.shift  # x_t^net = a x_t + alpha_t shift
         return (self._call(x_t_net, t, x_t) - self.shift) / self.scale
