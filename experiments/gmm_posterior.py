@@ -5,6 +5,16 @@
     python experiments/gmm_posterior.py --solvers daps daps_lip=daps \
         --hp '{"daps_lip": {"step": "lipschitz", "lr": 0.5}}'   # one solver, two settings, two columns
 
+SMC solvers (those with a ``particles`` hyperparameter: mcgdiff, tds) are scored as their papers do:
+ceil(samples / particles) independent runs, the samples drawn from the runs' final weighted populations
+(``--smc-mode draws`` instead takes one draw per run from ``samples`` runs). ``--metric sw1`` scores with
+the mean over directions of the 1-D W1 distance (scipy's ``wasserstein_distance``, the metric of the
+authors' benchmark code Badr-MOUFAD/dcps gmm.py) instead of the sliced W2.
+
+    python experiments/gmm_posterior.py --solvers mcgdiff tds --dims 8 80 --problems 10 \
+        --samples 500 --hp '{"mcgdiff": {"particles": 1000}, "tds": {"particles": 1000}}' \
+        --name gmm_posterior_smc
+
 Prints a markdown table of the sliced Wasserstein distance (100 directions) to exact posterior samples,
 mean +- standard error over problems, with the floor (exact vs exact) and the prior (exact prior
 samples) beside it. Writes experiments/results/<name>/{results.jsonl,table.md}. Rows already in
@@ -17,6 +27,7 @@ import argparse
 import json
 import math
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -24,14 +35,16 @@ import torch
 from tqdm import tqdm
 
 import invsolve
-from invsolve.evaluation.gmm import make_case, reference_scores, score_case
+from invsolve.evaluation.gmm import GMMCase, make_case, reference_scores, score_case
+from invsolve.evaluation.metrics import sliced_wasserstein
+from invsolve.solvers.smc import pooled_samples
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _key(row: dict) -> tuple:
     return (row["dim"], row["dim_y"], row["problem"], row["method"], row["steps"], row.get("sigma_y_fixed"),
-            row.get("hp", "{}"))
+            row.get("hp", "{}"), row.get("metric", "sw2"), row.get("smc_mode", ""))
 
 
 def _hp_key(hp: dict, method: str) -> str:
@@ -48,6 +61,55 @@ def _mean_se(vals: list[float]) -> str:
     m = sum(vals) / len(vals)
     se = (sum((v - m) ** 2 for v in vals) / max(len(vals) - 1, 1)) ** 0.5 / len(vals) ** 0.5
     return f"{m:.2f} ± {se:.2f}{note}"
+
+
+def is_smc(solver: str) -> bool:
+    """SMC solvers carry K particles per measurement (a ``particles`` hyperparameter)."""
+    return "particles" in invsolve.solvers.get(solver).hyperparameters()
+
+
+def _power(metric: str) -> int:
+    return 1 if metric == "sw1" else 2
+
+
+def metric_references(case: GMMCase, n: int, seed: int, metric: str) -> dict:
+    """Floor and prior as ``reference_scores``, with the metric's power (same samples, same seeds)."""
+    if metric == "sw2":
+        return reference_scores(case, n, seed=seed)
+    reference = case.posterior.sample(n, seed=seed + 1)
+    p = _power(metric)
+    return {"floor": sliced_wasserstein(case.posterior.sample(n, seed=seed + 2), reference, seed=seed, p=p),
+            "prior": sliced_wasserstein(case.prior.sample(n, seed=seed + 3), reference, seed=seed, p=p)}
+
+
+def score(case: GMMCase, solver: str, n: int, steps: int, seed: int, metric: str = "sw2",
+          smc_mode: str = "pooled", **hp) -> dict:
+    """``score_case`` for any metric; SMC solvers scored from their final weighted populations.
+
+    SMC, ``smc_mode="pooled"``: R = ceil(n / K) runs of K particles, n samples resampled from their
+    populations (each run an equal share); "draws": n runs, one draw each (the solver's own output).
+    The row also records ``ess_min``, the smallest per-step effective sample size fraction (mean over
+    runs) and ``runs``.
+    """
+    if metric == "sw2" and not is_smc(solver):
+        return score_case(case, solver, n, steps, seed=seed, **hp)
+    reference = case.posterior.sample(n, seed=seed + 1)
+    smc = is_smc(solver)
+    k = int(hp.get("particles", invsolve.solvers.get(solver).hyperparameters().get("particles", 1)))
+    runs = math.ceil(n / k) if smc and smc_mode == "pooled" else n
+    start = time.perf_counter()
+    try:
+        res = invsolve.solve(case.problem.repeat(runs), case.prior, solver, seed=seed + 7, steps=steps, **hp)
+    except FloatingPointError as err:
+        return {"sw": float("nan"), "nfe": 0, "seconds": time.perf_counter() - start, "error": str(err)}
+    x = res.x
+    extra = {}
+    if smc:
+        if smc_mode == "pooled":
+            x = pooled_samples(res.info["particles"], res.info["log_weights"], n, seed=seed)
+        extra = {"ess_min": float((res.info["ess"] / k).mean(1).min()), "runs": runs}
+    sw = sliced_wasserstein(x, reference, 100, seed=seed, p=_power(metric))
+    return {"sw": sw, "nfe": res.nfe, "seconds": time.perf_counter() - start, **extra}
 
 
 def table(rows: list[dict], methods: list[tuple[str, int]], hp: dict) -> str:
@@ -88,6 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--table-only", action="store_true",
                     help="run nothing: rebuild table.md from results.jsonl (missing cells stay empty)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (small matrices: 1 is fastest)")
+    ap.add_argument("--metric", choices=["sw2", "sw1"], default="sw2",
+                    help="sliced W2 (default) or the mean of 1-D W1 distances (the MCGdiff authors' metric)")
+    ap.add_argument("--smc-mode", choices=["pooled", "draws"], default="pooled",
+                    help="SMC solvers: samples from the populations of ceil(samples / particles) runs "
+                         "(pooled, as the papers) or one draw from each of `samples` runs")
     args = ap.parse_args(argv)
     if args.quick:
         args.dims, args.dys, args.problems, args.samples = [8, 80], [1, 2], 3, 256
@@ -107,31 +174,47 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(d, dy, sy, p) for d in args.dims for dy in args.dys for sy in sigmas for p in range(args.problems)]
     torch.set_default_dtype(torch.float64)
     torch.set_num_threads(args.threads)
+
+    def _extra(method: str) -> dict:
+        """Key fields beyond the defaults (none for the default metric and non-SMC solvers, so rows
+        written before these options existed keep their keys)."""
+        out = {"metric": args.metric} if args.metric != "sw2" else {}
+        if method in solver_of and is_smc(solver_of[method]):
+            out["smc_mode"] = args.smc_mode
+        return out
     with path.open("a") as fh:
         for d, dy, sy, p in tqdm(jobs, desc="gmm problems"):
             base = {"dim": d, "dim_y": dy, "problem": p, "sigma_y_fixed": sy}
             todo = [m for m in [("floor", 0), ("prior", 0), *methods]
-                    if _key({**base, "method": m[0], "steps": m[1], "hp": _hp_key(hp, m[0])}) not in done]
+                    if _key({**base, "method": m[0], "steps": m[1], "hp": _hp_key(hp, m[0]),
+                             **_extra(m[0])}) not in done]
             if not todo or args.table_only:
                 continue
             case = make_case(d, dy, p, sigma_y=sy)
-            refs = reference_scores(case, args.samples, seed=p)
+            refs = metric_references(case, args.samples, p, args.metric)
             for method, steps in todo:
                 if method in refs:
                     res = {"sw": refs[method], "nfe": 0, "seconds": 0.0}
                 else:
-                    res = score_case(case, solver_of[method], args.samples, steps, seed=p, **hp.get(method, {}))
+                    res = score(case, solver_of[method], args.samples, steps, p, args.metric, args.smc_mode,
+                                **hp.get(method, {}))
                 row = {**base, "method": method, "steps": steps, "sigma_y": case.sigma_y,
-                       "hp": _hp_key(hp, method), **res}
+                       "hp": _hp_key(hp, method), **_extra(method), **res}
                 rows.append(row)
                 fh.write(json.dumps(row) + "\n")
                 fh.flush()
     md = table([r for r in rows if r["dim"] in args.dims and r["dim_y"] in args.dys
-                and r.get("sigma_y_fixed") in sigmas], methods, hp)
-    header = (f"Sliced Wasserstein (100 directions, {args.samples} samples) to exact posterior samples; "
+                and r.get("sigma_y_fixed") in sigmas and r.get("metric", "sw2") == args.metric
+                and r.get("smc_mode", args.smc_mode) == args.smc_mode], methods, hp)
+    what = "Sliced Wasserstein" if args.metric == "sw2" else "Mean over directions of the 1-D W1 distance"
+    smc_cols = [m for m in solver_of if is_smc(solver_of[m])]
+    smc_note = (f" SMC columns ({', '.join(smc_cols)}): " + (
+        "samples resampled from the final weighted populations of ceil(samples / particles) runs."
+        if args.smc_mode == "pooled" else "one draw from each of `samples` runs.")) if smc_cols else ""
+    header = (f"{what} (100 directions, {args.samples} samples) to exact posterior samples; "
               f"mean ± s.e. over the n problems per cell in results.jsonl. Hyperparameters: paper defaults "
               f"except {json.dumps(hp)}. Command: python experiments/gmm_posterior.py "
-              f"{' '.join(argv if argv is not None else sys.argv[1:])}\n\n")
+              f"{' '.join(argv if argv is not None else sys.argv[1:])}{smc_note}\n\n")
     (out / "table.md").write_text(header + md + "\n")
     print(header + md)
     return 0
