@@ -178,15 +178,16 @@ class Solver:
     #: |x| beyond this counts as diverged: no signal in the project's units comes near it.
     divergence_bound: ClassVar[float] = 1e10
 
-    def guard(self, x: Tensor, step: int, hint: str) -> None:
-        """Raise if x has NaN/Inf or has diverged, naming the step and the hyperparameter to lower."""
+    def guard(self, x: Tensor, step: int, hint: str, advice: str | None = None) -> None:
+        """Raise if x has NaN/Inf or has diverged, naming the step and the hyperparameter to lower
+        (or, when given, ``advice``: what to do instead, for solvers whose cause is not a step size)."""
         finite = bool(torch.isfinite(x).all())
         if not finite or float(x.detach().abs().max()) > self.divergence_bound:
             what = "non-finite values" if not finite else f"values beyond {self.divergence_bound:g} (diverged)"
             value = getattr(self, hint, None)
             now = f" (now {value})" if value is not None else ""
-            raise FloatingPointError(f"{self.name}: {what} at step {step + 1}/{self.steps}; "
-                                     f"lower {hint}{now} or check the measurement scale")
+            advice = advice or f"lower {hint}{now} or check the measurement scale"
+            raise FloatingPointError(f"{self.name}: {what} at step {step + 1}/{self.steps}; {advice}")
 
     @classmethod
     def hyperparameters(cls) -> dict[str, Any]:
