@@ -175,3 +175,59 @@ def test_errors_are_clear(network_priors):
     problem = invsolve.Problem.simulate(op, torch.rand(1, 3, 8, 8), seed=0)
     with pytest.raises(ValueError, match="linear"):
         invsolve.solve(problem, network_priors["flow"], "ot_ode", steps=2)
+
+
+def _scaled_operator_problem(scale=60.0, sigma=0.05):
+    """Mixture problem with A scaled so that ||A||^2 = scale^2 (a CT-like norm)."""
+    case = make_case(8, 2, 0)
+    m = torch.randn(2, 8, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    m = scale * m / torch.linalg.matrix_norm(m, 2)
+    op = operators.Matrix(m, noise_sigma=sigma)
+    return case.prior, invsolve.Problem.simulate(op, case.prior.sample(4, seed=1), seed=2)
+
+
+@pytest.mark.parametrize("name, paper", [("pnp_flow", {"normalize": "none"}), ("flowchef", {"normalize": "mse"})])
+def test_normalised_steps_are_stable_where_the_paper_step_diverges(name, paper):
+    """||A||^2 = 3600: the paper's absolute step diverges (the gradient step stops contracting once
+    gamma ||A||^2 > 2); the default, gamma / ||A||^2, stays finite and fits the measurement."""
+    prior, problem = _scaled_operator_problem()
+    res = invsolve.solve(problem, prior, name, steps=30, seed=0)
+    torch.testing.assert_close(res.info["op_norm2"], torch.full((4,), 3600.0, dtype=torch.float64), rtol=1e-6,
+                               atol=0)
+    rel = problem.residual(res.x).norm(dim=1) / problem.y.norm(dim=1)
+    # finite and explaining most of y (PnP-Flow's gradient steps fit the weaker direction slowly)
+    assert torch.isfinite(res.x).all() and rel.max() < 0.25, rel
+    hp = {**paper, "step": 500.0} if name == "flowchef" else paper
+    with pytest.raises(FloatingPointError, match="diverged|non-finite"):
+        invsolve.solve(problem, prior, name, steps=30, seed=0, **hp)
+
+
+@pytest.mark.parametrize("name", FLOW)
+def test_paper_presets_name_their_source_and_apply_per_task(name):
+    cls = invsolve.solvers.get(name)
+    table = cls.presets["paper"]
+    assert "inpaint_box" in table and all(p.source for p in table.values())
+    values = cls.preset_values("paper", "inpaint_box")
+    assert set(values) <= set(cls.hyperparameters())
+    if name == "pnp_flow":
+        assert values["alpha"] == 0.5 and cls.preset_values("paper", "blur_gauss")["alpha"] == 0.01
+    if name == "ot_ode":
+        assert cls.preset_values("paper", "blur_gauss")["t0"] == 0.4
+    if name == "dflow":
+        assert values["steps"] == 9 and values["optimizer"] == "torch"
+
+
+def test_dflow_regulariser_is_the_chi_distribution():
+    """R(z) = -log chi_d(||z||) + const: its minimum over the norm is at ||z|| = sqrt(d - 1), the mode
+    of the chi distribution (the chi^2_d form would put it at sqrt(d - 2))."""
+    case = make_case(8, 2, 0)
+    solver = invsolve.solvers.get("dflow")(lam=1.0, ode_steps=1)
+    d = 8
+    norms = torch.linspace(2.0, 3.5, 3001, dtype=torch.float64)
+    z = torch.zeros(len(norms), d, dtype=torch.float64)
+    z[:, 0] = norms
+    problem = invsolve.Problem(case.problem.operator, case.problem.y.expand(len(norms), -1))
+    fit = invsolve.solvers.get("dflow")(lam=0.0, ode_steps=1).objective(problem, case.prior, z)[0]
+    reg = solver.objective(problem, case.prior, z)[0] - fit
+    best = float(norms[reg.argmin()])
+    assert abs(best - (d - 1) ** 0.5) < 2e-3, best

@@ -24,8 +24,8 @@ in the prior's units (``flows.FlowFrame``).
 
 Deviations from the official code (each with the option that restores it):
 - Step normalised by ||A||^2 (above): the paper's step s 2 / M is stable only while s 2 ||A||^2 / M < 2
-  (about 0.08 on the paper's 64 x 64 tasks, but e.g. 230 on the default 128 x 128 sparse-view CT at
-  s = 500); ``normalize="mse"`` restores it.
+  (about 0.08 on the paper's 64 x 64 tasks, but 680 on the default 128 x 128 sparse-view CT at
+  s = 500: ||A||^2 = 3.7e3, M = 5460); ``normalize="mse"`` restores it.
 - M counts one sample's measurements (the reference averages over the batch too, so its step shrinks
   with the batch size; its published runs use batch size 1).
 - The reference's operators add fresh measurement noise inside the cost when sigma_y > 0 (its

@@ -75,10 +75,6 @@ class FlowFrame:
         codes' a * 0 + (1 - a) eps in network units."""
         return self.data_weight(tau) * self.center + self.noise_std(tau) * noise
 
-    def to_net(self, x: Tensor, tau: float) -> Tensor:
-        """x_tau in network units: scale x + a shift (the inverse of ScaledPath's map)."""
-        return self.scale * x - self.data_weight(tau) * self.scale * self.center
-
     # --- the network ------------------------------------------------------------------------------
     def data(self, prior: Prior, x: Tensor, tau: float) -> Tensor:
         """E[data | x_tau] (the flow's Tweedie estimate x + (1 - tau) v, or x - tau v)."""
