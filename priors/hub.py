@@ -75,39 +75,56 @@ class _Call(nn.Module):
 
 # -- guided diffusion (DPS / DAPS FFHQ, ImageNet) ------------------------------------------------
 
-def from_guided_diffusion(net: nn.Module) -> NetworkPrior:
+def _vp_precond_time(t: Tensor) -> Tensor:
+    """EDM's ``VPPrecond`` network time c_noise = (M - 1) t, M = 1000 (DAPS's model/precond.py)."""
+    return 999 * t
+
+
+def from_guided_diffusion(net: nn.Module, schedule: str = "discrete") -> NetworkPrior:
     """A canonical prior from a deepinv ``DiffUNet`` (guided-diffusion UNet, eps + learned variance).
 
-    Discrete 1000-step linear VP (beta 1e-4 .. 0.02) in [-1, 1]; the network is called on the
-    continuous step index t (its sinusoidal embedding accepts non-integer steps).
+    ``schedule="discrete"`` (default): the discrete 1000-step linear VP (beta 1e-4 .. 0.02) in
+    [-1, 1], the network called on the continuous step index t (its sinusoidal embedding accepts
+    non-integer steps), as DPS / DDRM / guided diffusion query it. ``schedule="vp_linear"``: the
+    conversion of the official DAPS code (zhangbingliang2019/DAPS ``model/precond.py``, EDM's
+    ``VPPrecond``): sigma -> t on the continuous VP-linear schedule (beta_min 0.1, beta_d 19.9) and
+    the network called at 999 t, so DAPS's sigmas reach the network exactly as in its code.
     """
     module = _Call(net, lambda n, x, t: n.forward_diffusion(x, t))
+    channels = getattr(net, "in_channels", None)
+    if schedule == "vp_linear":
+        return NetworkPrior(module, "eps", P.VPLinear(0.1, 20.0), data_range=(-1.0, 1.0),
+                            time_fn=_vp_precond_time, learned_variance=True, channels=channels)
+    if schedule != "discrete":
+        raise ValueError(f"schedule must be 'discrete' or 'vp_linear' (DAPS's VPPrecond), "
+                         f"got {schedule!r}")
     return NetworkPrior(module, "eps", P.VPDiscrete(), data_range=(-1.0, 1.0), learned_variance=True,
-                        channels=getattr(net, "in_channels", None))
+                        channels=channels)
 
 
 def guided_diffusion(path: str | Path | None = None, large_model: bool = False,
-                     name: str = "ffhq-256-dps") -> NetworkPrior:
+                     name: str = "ffhq-256-dps", schedule: str = "discrete") -> NetworkPrior:
     """Load a guided-diffusion checkpoint from ``path`` into deepinv's ``DiffUNet``.
 
     ``large_model=False``: the FFHQ-256 model of DPS (``ffhq_10m.pt``); True: ImageNet-256
-    unconditional (``256x256_diffusion_uncond.pt``).
+    unconditional (``256x256_diffusion_uncond.pt``). ``schedule``: see ``from_guided_diffusion``
+    ("vp_linear" for DAPS's conversion).
     """
     from deepinv.models import DiffUNet
 
     path = _need(path, name)
     net = DiffUNet(in_channels=3, out_channels=3, large_model=large_model, pretrained=None)
-    return from_guided_diffusion(load_strict(net, load_state_dict(path), name))
+    return from_guided_diffusion(load_strict(net, load_state_dict(path), name), schedule)
 
 
 @register("ffhq-256-dps", "guided-diffusion FFHQ-256 (DPS/DAPS ffhq_10m.pt); needs path=")
-def _ffhq(path: str | Path | None = None) -> NetworkPrior:
-    return guided_diffusion(path, large_model=False, name="ffhq-256-dps")
+def _ffhq(path: str | Path | None = None, schedule: str = "discrete") -> NetworkPrior:
+    return guided_diffusion(path, large_model=False, name="ffhq-256-dps", schedule=schedule)
 
 
 @register("imagenet-256-guided", "guided-diffusion ImageNet-256 unconditional; needs path=")
-def _imagenet(path: str | Path | None = None) -> NetworkPrior:
-    return guided_diffusion(path, large_model=True, name="imagenet-256-guided")
+def _imagenet(path: str | Path | None = None, schedule: str = "discrete") -> NetworkPrior:
+    return guided_diffusion(path, large_model=True, name="imagenet-256-guided", schedule=schedule)
 
 
 # -- EDM models in deepinv ----------------------------------------------------------------------
