@@ -79,8 +79,13 @@ def test_ddrm_noiseless_inpainting_keeps_observed_pixels(net_prior):
 
 
 def test_mcg_projects_noiseless_measurements(net_prior):
+    """MCG always projects (Alg. 1). y_level="next" ends on A x = y; the default (the official
+    q_sample at the step's own level) leaves the last level's noise, sigma_0 = 0.005 here."""
     op = operators.build("inpaint_random", img_size=(3, 16, 16), missing=0.5, noise_sigma=0.0)
     problem = invsolve.Problem.simulate(op, torch.rand(1, 3, 16, 16), seed=0)
-    res = invsolve.solve(problem, net_prior, "mcg", steps=4, seed=0)
-    assert res.info["projected"]
+    res = invsolve.solve(problem, net_prior, "mcg", steps=4, seed=0, y_level="next")
     torch.testing.assert_close(op.A(res.x), problem.y, atol=1e-5, rtol=0)
+    res = invsolve.solve(problem, net_prior, "mcg", steps=4, seed=0)
+    assert (op.A(res.x) - problem.y).abs().max() < 0.03
+    dps = invsolve.solve(problem, net_prior, "dps", steps=4, seed=0)
+    assert (op.A(dps.x) - problem.y).abs().max() > 0.1  # the gradient step alone does not get there

@@ -1,53 +1,127 @@
 """MCG: manifold constrained gradients.
 
 Chung, Sim, Ryu & Ye 2022, "Improving Diffusion Models for Inverse Problems using Manifold Constraints",
-NeurIPS 2022, arXiv 2206.00941, Algorithm 1 / Eq. 14-16: the DPS-style manifold-constrained gradient
-step on ||y - A x0_hat(x_t)|| followed by a projection of x_{i-1} onto the noised measurement set
-{A x = alpha_{i-1} y + sigma_{i-1} A z}. The projection assumes noiseless y; for noisy problems it
-amplifies noise (the paper's remark, and DPS, Sec. 4), so ``project="auto"`` projects only when y is
-noiseless and otherwise runs the gradient step alone.
+NeurIPS 2022, arXiv 2206.00941, Algorithm 1 / Eq. 14-16: an ancestral DDPM step, the manifold-
+constrained gradient step on ||y - A x0_hat(x_i)|| (the one DPS later kept alone), then the projection
+of the result onto the noised measurement set {A x = y_i}, y_i = alpha y + sigma A z.
+
+Official code: github.com/HJ-harry/MCG_diffusion, ``guided_diffusion/gaussian_diffusion.py``
+(``p_sample_loop_progressive``, ``sample_method == "MCG"``) with ``run_inpainting.sh`` and
+``scripts/sample_inpainting.py``; ``tests/test_trace_mcg.py`` runs a transcription of that loop
+beside this solver and checks that the network sees the same inputs at every call.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
+from typing import ClassVar
 
+import torch
+from deepinv.physics import DecomposablePhysics
 from torch import Tensor
 
+from .base import Preset
 from .dps import DPS
-from .linalg import require_linear
+from .linalg import pinv, require_linear, singular_values
 from .registry import register
+
+_SOURCE = ("HJ-harry/MCG_diffusion: guided_diffusion/gaussian_diffusion.py (p_sample_loop_progressive, "
+           "sample_method 'MCG': unit step on the norm) and run_inpainting.sh (timestep_respacing 1000, "
+           "--mask_type {})")
 
 
 @register
 @dataclass
 class MCG(DPS):
-    """MCG = DPS's manifold-constrained gradient + range-space projection (Eq. 16). Linear operators only."""
+    """MCG (Alg. 1) on a linear operator: the DPS step of ``dps`` followed, at every step, by
+    x_{i-1} <- x_{i-1} - A^+ (A x_{i-1} - y_i), the projection onto {A x = y_i} (Eq. 15-16).
+
+    The official code (inpainting) noises the measurement to the level of the step's input x_i:
+    y_i = q_sample(y, i) = alpha_i y + sigma_i A z in the network's units, with fresh noise z drawn
+    after the step's DDPM noise, and writes it into x_{i-1}. In operator units, where the network's
+    0 sits at the data centre c, that is alpha_i (y - c A1) + alpha_{i-1} c A1 + sigma_i A z. The last
+    step leaves noise sigma_0 (0.01 in [-1, 1] units, 0.005 in [0, 1]) on the measured part.
+    ``y_level="next"`` noises y to the level of the output x_{i-1} instead (alpha_{i-1} y +
+    sigma_{i-1} A z), which ends on A x = y exactly.
+
+    ``zeta`` is stated in the network's units as in ``dps``; the official code takes a unit step
+    (zeta = 1.0, the default). A^+: ``linalg.pinv``, the SVD pseudo-inverse with the singular-value
+    floor ``linalg.SVD_FLOOR`` for decomposable operators (inpainting: the mask itself, as in the
+    official code; circular blur; MRI; matrices); for other linear operators (SR by a bicubic filter,
+    valid-padded blur, CT) deepinv's ``A_dagger``, an iterative least-squares solve (LSQR, 50
+    iterations, tol 1e-4), so the projection there is approximate.
+
+    Noisy measurements: the projection puts y's noise back at every step, divided by the singular
+    values of A (the paper's remark that projections amplify noise; DPS, Sec. 4, drops them for that
+    reason). MCG still projects, as Algorithm 1 does; without the projection it is ``dps``. It warns
+    when y is noisy and A is ill-conditioned (singular values kept by the floor spanning more than
+    a factor 10, or no SVD to tell). Measured on the Gaussian-mixture benchmark (d = 8, 100 steps,
+    500 samples, 5 problems per cell, sliced Wasserstein to the exact posterior, dps / mcg):
+    d_y = 4: 2.77 / 0.42 (sigma_y = 0), 2.84 / 0.42 (0.01), 2.77 / 0.65 (0.1), 4.01 / 3.59 (1);
+    d_y = 2: 3.56 / 3.77, 4.18 / 4.37, 4.24 / 5.19, 4.21 / 17.35; d_y = 1: 3.98 / 4.03, 4.05 / 4.11,
+    3.35 / 3.19, 4.70 / 6.20. The d_y = 2, sigma_y = 1 cell is one problem whose smaller singular
+    value is 0.002: there MCG lands at 70 against 15 for the prior itself
+    (tests/test_solvers.py::test_mcg_projection_with_noisy_measurements).
+
+    Deviations from the official code (each checked in tests/test_trace_mcg.py):
+    - the norm is taken per sample (the official ``th.norm`` runs over the whole batch);
+    - fixed-small DDPM variance where the official sampler reads a learned-range variance from
+      the network (the canonical prior returns only x0);
+    - the projection is written for any linear A with A^+; the official code has inpainting
+      only (the gradient masked by 1 - mask, then the measured pixels replaced by q_sample(y)),
+      which is the same map there: the projection discards the gradient's measured part.
+    """
 
     name = "mcg"
-    description = "Manifold constrained gradients + projection (Chung et al. 2022)"
+    description = "Manifold constrained gradients + projection (Chung et al. 2022, Alg. 1)"
+    presets: ClassVar[dict[str, dict[str, Preset]]] = {"paper": {
+        "inpaint_box": Preset({"zeta": 1.0, "steps": 1000}, _SOURCE.format("box"),
+                              "noiseless measurements in the paper"),
+        "inpaint_random": Preset({"zeta": 1.0, "steps": 1000}, _SOURCE.format("random"),
+                                 "noiseless measurements in the paper"),
+    }}
 
     steps: int = 1000
     zeta: float = 1.0
-    project_mode: str = "auto"
+    y_level: str = "current"
 
     def validate(self) -> None:
         super().validate()
-        if self.project_mode not in ("auto", "always", "never"):
-            raise ValueError(f"mcg: project_mode must be 'auto', 'always' or 'never', got {self.project_mode!r}")
+        if self.y_level not in ("current", "next"):
+            raise ValueError(f"mcg: y_level must be 'current' (the official code: the level of x_i) "
+                             f"or 'next' (the level of x_(i-1)), got {self.y_level!r}")
 
     def run(self, problem, prior, gens):
         require_linear(problem.operator, self.name)
-        self._project = self.project_mode == "always" or (
-            self.project_mode == "auto" and problem.noise_sigma == 0.0)
-        x, info = super().run(problem, prior, gens)
-        info["projected"] = self._project
-        return x, info
+        self._warn_if_noise_is_amplified(problem)
+        return super().run(problem, prior, gens)
 
-    def project(self, problem, x: Tensor, a_s: Tensor, s_s: Tensor, gens) -> Tensor:
-        if not self._project:
-            return x
+    def _warn_if_noise_is_amplified(self, problem) -> None:
+        if problem.noise_sigma == 0.0:
+            return
         op = problem.operator
-        # Eq. 15: the measurement noised to the level of x_{i-1}: y_i = alpha y + sigma A z.
-        y_i = a_s * problem.y + s_s * op.A(self.randn(gens, problem))
-        return x - op.A_dagger(op.A(x) - y_i)  # Eq. 16: (I - A^+ A) x + A^+ y_i
+        if isinstance(op, DecomposablePhysics):
+            s = singular_values(op)
+            kept = s[s > 0]
+            condition = float(kept.max() / kept.min())
+            if condition <= 10:  # inpainting (all 1), well-conditioned matrices: noise kept as is
+                return
+            how = f"singular values down to {float(kept.min()):.3g} (condition number {condition:.3g})"
+        else:
+            how = f"the singular values of {type(op).__name__}, which has no SVD to floor them"
+        warnings.warn(f"mcg: y is noisy and Algorithm 1 projects onto it at every step, dividing its "
+                      f"noise by {how}; the samples can end up farther from the posterior than the "
+                      "prior. dps is the same update without the projection", stacklevel=4)
+
+    def project(self, problem, prior, x: Tensor, now, after, gens) -> Tensor:
+        op = problem.operator
+        a, s = now if self.y_level == "current" else after
+        # Eq. 15: y_i = alpha y + sigma A z, the official q_sample of y seen through A. It is taken in
+        # the network's units (where the data centre is 0) and put into x_{i-1}, whose level is
+        # alpha_after: in operator units the centre c keeps the state's level, a (y - c A1) + a' c A1.
+        y_i = a * problem.y + s * op.A(self.randn(gens, problem))
+        center = float(prior.data_center)
+        if center and self.y_level == "current":
+            y_i = y_i + (after[0] - a) * center * op.A(torch.ones_like(x))
+        return x - pinv(op, op.A(x) - y_i)  # Eq. 16: (I - A^+ A) x + A^+ y_i
