@@ -1,19 +1,25 @@
 """DDIM: unconditional sampling from the prior (y is ignored).
 
-Song, Meng & Ermon 2021, "Denoising Diffusion Implicit Models", arXiv 2010.02502, Eq. 12. The baseline
-that shows a prior is sampled correctly: its samples should match the prior, not the posterior.
+Song, Meng & Ermon 2021, "Denoising Diffusion Implicit Models", ICLR 2021, arXiv 2010.02502, Eq. 12 and
+Eq. 16 (sigma_t(eta)). The baseline that shows a prior is sampled correctly: its samples should match
+the prior, not the posterior.
+
+Official code: github.com/ermongroup/ddim, ``functions/denoising.py`` (``generalized_steps``) and
+``runners/diffusion.py`` (``sample_image``: ``skip_type`` "uniform", seq = range(0, N, N // n));
+``tests/test_trace_ddim.py`` runs a transcription of that loop beside this solver.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from invsolve import paths as P
 
-from .base import Solver, ddim_step, path_coefs, solver_path, start_state
+from .base import Preset, Solver, ddim_step, path_coefs, solver_path, start_state
 from .registry import register
 from .schedules import timesteps
 
@@ -21,10 +27,24 @@ from .schedules import timesteps
 @register
 @dataclass
 class DDIM(Solver):
-    """DDIM on a VP path; eta = 0 deterministic (probability-flow), eta = 1 ancestral (DDPM)."""
+    """DDIM on a VP path: x_s = alpha_s x0_hat + sqrt(sigma_s^2 - c^2) eps_hat + c z, with
+    c = eta sigma_{t->s} (Eq. 16); eta = 0 is deterministic (the paper's DDIM), eta = 1 ancestral
+    (DDPM's posterior variance). x0_hat is not clipped, as in ``generalized_steps``. The last step
+    goes to alpha = 1, sigma = 0 and returns x0_hat. Defaults: 100 steps, eta = 0, the official
+    "uniform" skip; ``preset="paper"`` is the official script's defaults (1000 steps).
+
+    Deviation from the official code: ``range(0, N, N // n)`` holds more than n steps when n does
+    not divide N (N = 1000, n = 7: 8 steps, the last at 994); invsolve keeps the first n of them
+    (``schedules.respace``), so ``steps`` is the number of network calls. Step counts that divide N
+    (10, 20, 50, 100, 1000, ...) visit exactly the official steps.
+    """
 
     name = "ddim"
     description = "DDIM prior sampling, ignores y (Song et al. 2021)"
+    presets: ClassVar[dict[str, dict[str, Preset]]] = {"paper": {"*": Preset(
+        {"steps": 1000, "eta": 0.0, "spacing": "uniform"},
+        "ermongroup/ddim: main.py (defaults --timesteps 1000, --eta 0.0, --skip_type uniform)",
+        "the paper's tables sweep steps in {10, 20, 50, 100, 1000} and eta in {0, 0.2, 0.5, 1}")}}
 
     steps: int = 100
     eta: float = 0.0
