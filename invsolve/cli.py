@@ -16,6 +16,15 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print(f"{title}:")
         for name, desc in table.items():
             print(f"  {name:<16} {desc}")
+    print("presets (invsolve.solve(..., preset='NAME'); the task is the operator's name):")
+    for name in solvers.available():
+        for preset, table in solvers.get(name).presets.items():
+            sources = sorted({p.source for p in table.values()})
+            print(f"  {name:<10} {preset:<10} tasks: {', '.join(sorted(table))}")
+            if args.verbose:
+                for task, p in sorted(table.items()):
+                    print(f"      {task:<16} {dict(p.values)}")
+                print(f"      from {'; '.join(sources)}")
     return 0
 
 
@@ -48,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         return _delegate(DELEGATED[argv[0]], argv[1:])
     parser = argparse.ArgumentParser(prog="invsolve", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("list", help="print the registered operators, priors and solvers")
+    p = sub.add_parser("list", help="print the registered operators, priors, solvers and presets")
+    p.add_argument("-v", "--verbose", action="store_true", help="show every preset's values and sources")
     p.set_defaults(func=_cmd_list)
     p = sub.add_parser("demo", help="solve a problem with the shipped default prior and report the error")
     p.add_argument("--steps", type=int, default=100)
