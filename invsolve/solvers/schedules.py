@@ -3,10 +3,10 @@
 A DDPM network is trained at integer steps 0..N-1; samplers with fewer steps pick a subset. The
 reference implementations pick it in different ways, and a trace-equivalent solver must pick the same:
 
-- ``"guided"``: guided diffusion's ``space_timesteps(N, "n")`` (used by DPS, MCG, PiGDM in RED-diff's
-  code): round(i (N - 1) / (n - 1)) for i = 0..n-1, so both ends 0 and N - 1 are visited.
-- ``"uniform"``: DDIM / DDRM's ``range(0, N, N // n)``: 0, k, 2k, ... (k = N // n), the first n of them;
-  the noisiest step is (n - 1) k, not N - 1.
+- ``"guided"``: guided diffusion's ``space_timesteps(N, "n")`` (used by DPS and MCG): the rounded
+  running sum of the stride (N - 1) / (n - 1), so both ends 0 and N - 1 are visited.
+- ``"uniform"``: DDIM / DDRM's ``range(0, N, N // n)`` (also RED-diff's ``get_timesteps``, which its
+  PiGDM uses): 0, k, 2k, ... (k = N // n), the first n of them; the noisiest step is (n - 1) k.
 - ``"linspace"``: n times evenly spaced on [t_min, t_max], rounded to integers.
 - ``"quad"``: DiffPIR's quadratic skip (yuanzhi-zhu/DiffPIR, main_ddpir_deblur.py / _sisr.py /
   _inpainting.py, ``skip_type == "quad"``): seq = int(sqrt(linspace(0, N^2, n))), seq[-1] -= 1, and
