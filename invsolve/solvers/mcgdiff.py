@@ -69,7 +69,13 @@ class MCGdiff(Solver):
     NFE = ``steps`` batched denoiser calls; each evaluates B x K inputs (B rows, K = ``particles``),
     ``chunk`` at a time. ``info``: ``particles`` (B, K, *x_shape) and ``log_weights`` (B, K,
     normalised) of the final population, ``ess`` (steps, B) the effective sample size of each step's
-    weights before resampling, ``hit_step`` the step index at which each observed coordinate is hit.
+    weights before resampling, ``hit_step`` the state at which each spectral coordinate is hit (0 = the
+    noisiest state ts[0], ``steps`` = the clean end; -1 = unobserved).
+
+    ``hit="matched"`` (the paper) conditions coordinate i where the diffusion noise reaches sigma_y / s_i,
+    ``"final"`` conditions every coordinate on the clean state. ``resample_below``: resample a row when
+    its ESS falls below this fraction of K (1 = every step, the paper). ``floor``: singular values
+    below floor * max are unobserved (``linalg.SVD_FLOOR``).
     """
 
     name = "mcgdiff"
@@ -133,7 +139,7 @@ class MCGdiff(Solver):
         for k in self.iterate():
             t = smc.scalar_time(ts[k], like)
             x = spec.inv(z.flatten(0, 1))
-            x0 = smc.x0_chunked(prior, x, t, path, self.chunk)  # line 4: the denoiser at every particle
+            x0 = smc.x0_chunked(prior, x, t, path, self.chunk)  # the denoiser at every particle
             a_t, s_t, a_s, s_s = (float(v) for v in (alpha[k], sigma[k], alpha[k + 1], sigma[k + 1]))
             if k + 1 < n:
                 c2 = self.eta**2 * s_s**2 * (s_t**2 - (a_t / a_s) ** 2 * s_s**2) / s_t**2
@@ -142,7 +148,7 @@ class MCGdiff(Solver):
                 c2, b = self.eta**2 * (s_t / a_t) ** 2, 0.0
             x0z = spec.fwd(x0).reshape(z.shape)
             m = (a_s - b * a_t) * x0z + b * z
-            # weight of the parent (line 6): predictive of the next twist over the current twist
+            # weight of the parent: predictive of the next twist over the current twist
             act = active(k + 1)
             w_next = twist_var[k + 1]
             pred = _sq(m - twist_mean(k + 1)) / (2 * (c2 + w_next))
@@ -152,15 +158,14 @@ class MCGdiff(Solver):
             ess_trace.append(smc.ess(logw))
             u = smc.row_rand(gens, like)
             redo = ess_trace[-1] < self.resample_below * k_part
-            if bool(redo.any()):  # line 7: resample the parents, per row, from that row's uniform
+            if bool(redo.any()):  # resample the parents, per row, from that row's uniform
                 idx = smc.systematic(logw, u)
                 keep = torch.arange(k_part, device=idx.device)[None].expand_as(idx)
                 idx = torch.where(redo[:, None], idx, keep)
                 m = smc.gather_rows(m, idx)
-                z = smc.gather_rows(z, idx)
                 logw = torch.where(redo[:, None], torch.zeros_like(logw), logw)
             noise = spec.fwd(smc.row_randn(gens, k_part, shape, like).flatten(0, 1))
-            z = self.propose(m, c2, twist_mean(k + 1), w_next, act, noise.reshape(z.shape))  # line 8
+            z = self.propose(m, c2, twist_mean(k + 1), w_next, act, noise.reshape(z.shape))
             self.guard(z, k, "steps")
         x = spec.inv(z.flatten(0, 1)).reshape(big_b, k_part, *shape)
         out = smc.pick_one(x, logw, smc.row_rand(gens, like))
