@@ -47,25 +47,45 @@ class _Named(_Strict):
 
 
 # --- data sets ---------------------------------------------------------------------------------------
+Split = Literal["test", "val"]
+"""``split`` of the data sets that have one: "test" (the default, what tables report) or "val" (for
+``invsolve tune``); the two never share an item (see each data set)."""
+
+
 class NaturalRGBTest(_Strict):
     """Crops of the held-out photo(s) of ``priors.datasets.natural_rgb_images("test")``: ``n`` crops of
     ``size`` x ``size`` pixels on a non-overlapping grid, in a fixed seeded order (n = 2 is a prefix
-    of n = 4)."""
+    of n = 4).
+
+    ``split``: the grid cells are ordered by a hash of their position; the last quarter of that
+    order is the validation split ("val", taken from the end) and the rest the test split ("test",
+    from the start), so at one crop size the two never share a pixel. Crops of different sizes can
+    overlap: tune and test at one size (``invsolve tune`` checks the pixel regions).
+    """
 
     name: Literal["natural-rgb-test"]
     size: int = Field(32, ge=8)
     n: int = Field(4, ge=1)
+    split: Split = "test"
 
 
 class Folder(_Strict):
     """PNG/JPEG files of ``path`` in name order (first ``n``), centre-cropped to ``size`` x ``size``
-    (all images must then have one shape when ``size`` is not given); ``channels`` 3 (RGB) or 1."""
+    (all images must then have one shape when ``size`` is not given); ``channels`` 3 (RGB) or 1.
+
+    ``files``: only these file names of ``path``, in this order (e.g. DiffPIR's ffhq_val_100 list);
+    ``resize``: first resize each image so that its shorter side has ``resize`` pixels (PIL's
+    Lanczos filter; e.g. 1024 x 1024 FFHQ originals to 256). A folder has no split: give the
+    validation images as another folder (``invsolve tune`` checks that no image is in both).
+    """
 
     name: Literal["folder"]
     path: str
     size: int | None = Field(None, ge=1)
     n: int | None = Field(None, ge=1)
     channels: Literal[1, 3] = 3
+    files: list[str] | None = Field(None, min_length=1)
+    resize: int | None = Field(None, ge=1)
 
 
 class TensorFile(_Strict):
@@ -91,11 +111,33 @@ class CTSlice(_Strict):
 
 
 class DarcyTest(_Strict):
-    """``priors.datasets.darcy_fields(n, "test", size)``: permeabilities in [3, 12] (units of a)."""
+    """``priors.datasets.darcy_fields(n, "test", size)``: permeabilities in [3, 12] (units of a).
+
+    ``split``: "test" draws the fields with seed 1 (as ``darcy_fields``), "val" with seed 2; the
+    prior trained on seed 0."""
 
     name: Literal["darcy-test"]
     n: int = Field(4, ge=1)
     size: int = Field(64, ge=8)
+    split: Split = "test"
+
+
+class EllipsePhantoms(_Strict):
+    """``priors.datasets.ellipse_phantoms(n, size, seed)``: random head-like phantoms in [0, 1], the
+    distribution the shipped ``phantom-ct`` prior was trained on (seed 0). ``split`` "val" uses
+    seed 101, "test" seed 102: draws the prior never saw, disjoint from each other."""
+
+    name: Literal["ellipse-phantoms"]
+    n: int = Field(4, ge=1)
+    size: int = Field(128, ge=8)
+    split: Split = "test"
+
+
+class MRSlice(_Strict):
+    """pydicom's bundled real 64 x 64 MR slice ``MR_small.dcm`` as (1, 64, 64) in [0, 1] (divided by
+    its largest value); a test image (no validation split)."""
+
+    name: Literal["mr-slice"]
 
 
 class GMMData(_Strict):
@@ -110,10 +152,21 @@ class GMMData(_Strict):
     sigma_y: float | None = Field(None, ge=0)
     samples: int = Field(256, ge=2)
     n_directions: int = Field(100, ge=1)
+    split: Split = "test"
+
+    def problem_seed(self, item: int) -> int:
+        """The ``make_case`` seed of item number ``item``: the item itself in the test split (problems
+        0, 1, ...), VAL_PROBLEM_OFFSET + item in the validation split, so the splits never share a
+        problem (for n < 10**6)."""
+        return item + (VAL_PROBLEM_OFFSET if self.split == "val" else 0)
 
 
-DataSpec = Annotated[NaturalRGBTest | Folder | TensorFile | SheppLogan | CTSlice | DarcyTest | GMMData,
-                     Field(discriminator="name")]
+VAL_PROBLEM_OFFSET = 1_000_000
+"""Mixture problems of the validation split are numbered from here (test problems from 0)."""
+
+
+DataSpec = Annotated[NaturalRGBTest | Folder | TensorFile | SheppLogan | CTSlice | DarcyTest | GMMData
+                     | EllipsePhantoms | MRSlice, Field(discriminator="name")]
 
 
 # --- operators, priors, solvers -------------------------------------------------------------------

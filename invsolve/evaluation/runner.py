@@ -265,8 +265,9 @@ class _Runner:
         item_id = cell.data.ids[item]
         if item_id not in self._cases:
             spec = cell.data.spec
-            self._cases = {item_id: make_case(spec.dim, spec.dim_y, item, sigma_y=spec.sigma_y,
-                                              dtype=self.dtype)}  # keep one: cells loop over items
+            # problem_seed: the item number in the test split, offset in the validation split
+            self._cases = {item_id: make_case(spec.dim, spec.dim_y, spec.problem_seed(item),
+                                              sigma_y=spec.sigma_y, dtype=self.dtype)}  # keep one
         return self._cases[item_id]
 
     def run_gmm(self, cell: Cell, item: int) -> None:
