@@ -29,6 +29,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from . import baselines  # noqa: F401  (registers the classical baselines: bicubic, tv, fbp, ...)
+
 METRICS = ("psnr", "ssim", "rel_l2", "lpips", "sw")
 """Metric names a grid may ask for (seconds and NFE are always recorded)."""
 
