@@ -46,9 +46,11 @@ def _delegate(module: str, argv: list[str]) -> int:
 
 
 DELEGATED = {"data": "invsolve.data.cli", "train": "invsolve.train",
-             "evaluate": "invsolve.evaluation.runner", "reconstruct": "invsolve.evaluation.reconstruct"}
+             "evaluate": "invsolve.evaluation.runner", "reconstruct": "invsolve.evaluation.reconstruct",
+             "tune": "invsolve.evaluation.tune"}
 HELP = {"evaluate": "run a data x operator x prior x solver grid from a YAML config (resumable)",
-        "reconstruct": "reconstruct one image or measurement; prints PSNR/SSIM, time and NFE"}
+        "reconstruct": "reconstruct one image or measurement; prints PSNR/SSIM, time and NFE",
+        "tune": "tune a solver's hyperparameters on a validation split (Optuna); writes a preset"}
 
 
 def main(argv: list[str] | None = None) -> int:
