@@ -96,6 +96,15 @@ class ShapeChecked:
                 elif b is not None and b.is_complex() and b.dtype != cdtype:
                     mod._buffers[name] = b.to(cdtype)
 
+    def to(self, *args, **kwargs):
+        """``Module.to`` that keeps complex buffers complex: ``op.to(torch.float64)`` would otherwise
+        cast a Fourier filter's complex phase to real and silently change the operator."""
+        device, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
+        out = super().to(device=device) if device is not None else self
+        if dtype is not None:
+            self._follow_dtype(torch.empty(0, dtype=dtype))
+        return out
+
     def A(self, x: Tensor, *args, **kw) -> Tensor:
         check_shape(x, self.x_shape, "x", type(self).__name__)
         self._follow_dtype(x)

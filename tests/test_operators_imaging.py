@@ -113,3 +113,13 @@ def test_float32_and_float64_agree():
     y64 = op.A(x.double())
     assert y64.dtype == torch.float64 and op.A(x).dtype == torch.float32
     torch.testing.assert_close(y32.double(), y64, atol=1e-5, rtol=1e-5)
+
+
+def test_to_float64_keeps_complex_filters():
+    """op.to(torch.float64) must not drop the complex phase of a circular blur's Fourier filter."""
+    op = operators.build("blur_motion", img_size=(3, 16, 16), kernel_size=5)
+    x = torch.rand(1, 3, 16, 16, dtype=torch.float64)
+    ref = op.A(x)
+    op64 = operators.build("blur_motion", img_size=(3, 16, 16), kernel_size=5).to(torch.float64)
+    assert all(not b.is_floating_point() or b.dtype == torch.float64 for b in op64.buffers())
+    torch.testing.assert_close(op64.A(x), ref, atol=1e-6, rtol=0)
