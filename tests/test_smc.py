@@ -100,3 +100,20 @@ def test_tds_poisson_likelihood():
     res = invsolve.solve(problem, prior, "tds", steps=20, particles=64, seed=0)
     x = smc.pooled_samples(res.info["particles"], res.info["log_weights"], 64)
     assert (x.mean(0) - 12).abs().max() < 1.5, x.mean(0)
+
+
+def test_mcgdiff_grid_adapts_to_the_noise_level():
+    """A grid time moves to each hitting time tau (v_tau <= r, integer on the DDPM path); count kept."""
+    from invsolve import paths as P
+    from invsolve.solvers.mcgdiff import adapt_grid
+    from invsolve.solvers.schedules import timesteps
+
+    path = P.get_path("vp_discrete")
+    ts = timesteps(path, 20, "guided")
+    r = torch.tensor([0.05**2, 0.3**2, float("inf"), 0.0], dtype=torch.float64)
+    out = adapt_grid(path, ts, r)
+    assert len(out) == 20 and (out[:-1] > out[1:]).all() and out[0] == ts[0] and out[-1] == ts[-1]
+    for v in (0.05, 0.3):
+        tau = torch.floor(path.t_of_sigma(torch.tensor(v, dtype=torch.float64)))
+        assert (out == tau).any() and path.sigma_canon(tau) <= v
+    assert (out != ts).sum() == 2

@@ -40,9 +40,16 @@ Deviations from the official code:
   official code draws N(0, I) and divides by g_T in the first weight without multiplying by it.
 - kappa_i follows from the grid (above) instead of a fixed constant; ``hit="final"`` conditions every
   coordinate at the clean end (likelihood at x_0, twisted by its Gaussian predictive) for comparison.
-- The time grid is the solver's ordinary respacing (``spacing``); the authors' grid helper
-  ``get_optimal_timesteps_from_singular_values`` flattens its distance array (``torch.unique``), so
-  its grid never adapts to the singular values; with kappa_i exact no adaptation is needed.
+- Time grid (``adapt``): the paper places a step at each tau_i. The authors' helper
+  ``get_optimal_timesteps_from_singular_values`` flattens its (singular value x time) distance array
+  with ``torch.unique`` before the argmin, so it finds one index of the flattened array instead of
+  one time per singular value, and its grid never adapts. Here the ordinary respacing (``spacing``)
+  is adapted by moving, for each distinct r_i, the nearest grid time to tau_i (the latest time with
+  v_t <= r_i, integer on a DDPM path), which keeps ``steps`` NFE. kappa_i keeps any grid exact;
+  the adaptation matters for efficiency: without a state near tau_i the step into the hit has a
+  kernel variance far below the twist's, the proposal cannot move the observed coordinates to y and
+  the weights alone must (measured on a 16 x 16 inpainting with sigma_y = 0.02 and 5 steps: residual
+  on the observed pixels 0.11 without adaptation).
 """
 
 from __future__ import annotations
@@ -87,6 +94,7 @@ class MCGdiff(Solver):
     chunk: int = 4096
     resample_below: float = 1.0
     hit: str = "matched"
+    adapt: bool = True
     floor: float = SVD_FLOOR
     path: str | None = None
     spacing: str = "guided"
@@ -113,6 +121,8 @@ class MCGdiff(Solver):
         spec = _Spectral(op, problem, self.floor, like)
         path = solver_path(prior, self.path)
         ts = timesteps(path, self.steps, self.spacing)
+        if self.adapt and self.hit == "matched":
+            ts = adapt_grid(path, ts, spec.r(sigma_y))
         # states k = 0..n: the visited times, then the clean end (alpha = 1, sigma = 0)
         alpha = torch.cat([path.alpha(ts), ts.new_ones(1)])
         sigma = torch.cat([path.sigma(ts), ts.new_zeros(1)])
@@ -200,6 +210,38 @@ class MCGdiff(Solver):
         gain = torch.where(act & (w <= 0), 1.0, gain)  # exact hit: the twist is a point mass
         var = (1 - gain) * c2
         return mean + gain * (mu - mean) + var.sqrt() * noise
+
+
+def adapt_grid(path: P.Path, ts: Tensor, r: Tensor, max_share: float = 0.5) -> Tensor:
+    """The grid ``ts`` (decreasing) with a time at each hitting time tau of the distinct r values.
+
+    tau(r) is the latest time with v_t = (sigma_t / alpha_t)^2 <= r (rounded down to an integer step on
+    a DDPM path, so that v_tau <= r). Each tau replaces the nearest grid time that is neither the
+    first nor the last one nor already moved; at most ``max_share`` of the grid moves (taus are then
+    thinned evenly by rank). The number of times is unchanged.
+    """
+    vals = torch.unique(r[torch.isfinite(r) & (r > 0)].double())
+    if vals.numel() == 0 or len(ts) < 3:
+        return ts
+    taus = path.t_of_sigma(vals.sqrt())
+    if isinstance(P.base_of(path), P.VPDiscrete):
+        taus = torch.floor(taus + 1e-9)
+    lo, hi = float(ts[-1]), float(ts[0])
+    taus = torch.unique(taus[(taus > lo) & (taus < hi)])
+    cap = max(int(max_share * (len(ts) - 2)), 1)
+    if len(taus) > cap:
+        taus = taus[torch.linspace(0, len(taus) - 1, cap).round().long()]
+    out = ts.clone()
+    moved = torch.zeros(len(ts), dtype=torch.bool)
+    moved[0] = moved[-1] = True
+    for tau in taus.tolist():
+        below = int((out > tau).sum())  # out[below - 1] > tau >= out[below]
+        cands = [j for j in (below - 1, below) if 0 <= j < len(out) and not moved[j]]
+        if not cands or float(out[min(below, len(out) - 1)]) == tau:
+            continue
+        j = min(cands, key=lambda i: abs(float(out[i]) - tau))
+        out[j], moved[j] = tau, True
+    return out
 
 
 def _sq(v: Tensor) -> Tensor:
