@@ -159,3 +159,10 @@ def test_tuned_preset_in_an_evaluation_config(tmp_path):
     table = res.test_table.read_text()
     assert "| base |" in table and "| tuned |" in table
     assert Path(res.preset).parent == tmp_path
+
+
+def test_grid_sampler_visits_each_point_once(tmp_path):
+    cfg = gmm_config(sampler="grid", trials=10, include_base=False,
+                     space={"eta": {"type": "categorical", "choices": [0.0, 0.5, 1.0]}})
+    res = T.tune(cfg, tmp_path, progress=False)
+    assert [t.params["eta"] for t in T._counted(res.study)] == [0.0, 0.5, 1.0]

@@ -10,7 +10,7 @@ images (or SSIM, relative L2), sliced Wasserstein for the mixture. The config::
 
     name: dps-sr4
     seed: 0                 # seeds of the measurements and the solver (as in evaluate)
-    sampler: tpe            # tpe | random | grid (grid: categorical spaces only)
+    sampler: tpe            # tpe | random | grid (grid: categorical only, each combination once)
     sampler_seed: 0
     startup_trials: 5       # TPE: random trials before the model takes over
     trials: 16              # the budget (--trials N raises it and continues the same study)
@@ -348,9 +348,8 @@ def _sampler(cfg: TuneConfig, seed: int):
     optuna = _optuna()
     if cfg.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    if cfg.sampler == "grid":
-        space = {k: list(p.choices) for k, p in cfg.space.items()}
-        return optuna.samplers.GridSampler(space, seed=seed)
+    if cfg.sampler == "grid":  # the grid points are enqueued (``grid_points``); nothing to sample
+        return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=cfg.startup_trials)
 
 
@@ -392,6 +391,18 @@ def _recover(study) -> None:
             study.tell(t.number, state=TrialState.FAIL)
             if t.params:
                 study.enqueue_trial(t.params, user_attrs={**t.user_attrs, "resumed_from": t.number})
+
+
+def grid_points(cfg: TuneConfig) -> list[dict[str, Any]]:
+    """Every combination of the categorical choices, in the order of the config (sampler: grid).
+
+    Enqueued when the study is created, so each is evaluated once, in order (Optuna's GridSampler
+    stops the study from inside ``tell``, which only works within ``study.optimize``)."""
+    import itertools
+
+    names = list(cfg.space)
+    return [dict(zip(names, combo))
+            for combo in itertools.product(*(cfg.space[k].choices for k in names))]
 
 
 def base_values(cfg: TuneConfig) -> dict[str, Any]:
@@ -446,8 +457,15 @@ def tune(config: str | Path | dict | TuneConfig, out: str | Path | None = None, 
     _recover(study)
     base = base_values(cfg)
     inside = len(base) == len(cfg.space) and all(cfg.space[k].contains(v) for k, v in base.items())
-    if not study.trials and cfg.include_base and inside:
-        study.enqueue_trial(base, user_attrs={"base": True})
+    if not study.trials:
+        grid = grid_points(cfg) if cfg.sampler == "grid" else []
+        if cfg.include_base and inside:
+            study.enqueue_trial(base, user_attrs={"base": True})
+            grid = [g for g in grid if g != base]
+        for point in grid:
+            study.enqueue_trial(point)
+    if cfg.sampler == "grid":
+        budget = min(budget, len(grid_points(cfg)))  # each grid point once
     done = len(_counted(study))
     with tqdm(total=budget, initial=min(done, budget), desc=f"tune {cfg.solver.name}",
               disable=not progress) as bar:
