@@ -12,6 +12,8 @@ The LPD setup uses ODL's modified Shepp-Logan phantom on [-64, 64]^2; here it is
 phantom with the same geometry, so FBP's PSNR is not the LPD paper's.
 
 Writes OUT/{results.jsonl, table.md, grid.png} (default experiments/results/ct_sparse_view).
+Rows are keyed by the prior's name, not its weights: after retraining a prior, use a fresh
+``--out``.
     python experiments/ct_sparse_view.py [--steps 100] [--quick]
 """
 

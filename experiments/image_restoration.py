@@ -16,7 +16,8 @@ records its refusal in the rows. Baselines (invsolve.evaluation.baselines): bicu
 grid over the weight; presets in OUT/tune/), A^+ y.
 
 Writes OUT/{results.jsonl, table.md, grid.png} (default experiments/results/image_restoration).
-Resumable: rerun to continue. Small settings: ``--quick`` (2 test crops, 20 steps).
+Resumable: rerun to continue. Rows are keyed by the prior's name, not its weights: after
+retraining a prior, write to a fresh ``--out``. Small settings: ``--quick`` (2 test crops, 20 steps).
     python experiments/image_restoration.py [--n 8] [--steps 100] [--size 32] [--quick]
 """
 
