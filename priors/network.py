@@ -6,6 +6,7 @@ only ever see ``denoise(x, sigma)`` in the operator's units.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
@@ -31,6 +32,11 @@ class NetworkPrior(Prior):
             networks conditioned on e.g. 1000 t, log(sigma) / 4, or an integer step.
         learned_variance: the network outputs 2C channels (guided diffusion); the first C are used.
         channels: the number of channels the network takes (checked against problems), if known.
+        precision: the network's arithmetic: None / "fp32" (as its weights), "bf16" or "fp16"
+            (``torch.autocast`` around the network call only; fp16 on CUDA only). The solver's state,
+            the unit and parameterization conversions and the output stay in the input's dtype
+            (float32, or float64 on request), so only the network's own rounding changes
+            (``set_precision``; ``tests/test_precision.py`` bounds the denoising loss).
 
     At canonical level sigma in operator units the network sees the canonical level a sigma (a the
     range scale), at path time t = path.t_of_sigma(a sigma) and x_t = alpha_t x_net.
@@ -53,9 +59,11 @@ class NetworkPrior(Prior):
         time_fn: Callable[[Tensor], Tensor] | None = None,
         learned_variance: bool = False,
         channels: int | None = None,
+        precision: str | None = None,
     ):
         super().__init__()
         self.channels = channels
+        self.set_precision(precision)
         if parameterization not in P.PREDICTIONS:
             raise ValueError(f"unknown parameterization {parameterization!r}; choose one of {P.PREDICTIONS}")
         if data_range[1] <= data_range[0] or units[1] <= units[0]:
@@ -83,10 +91,30 @@ class NetworkPrior(Prior):
     def native_path(self) -> P.Path:
         return self._native
 
+    def set_precision(self, precision: str | None) -> NetworkPrior:
+        """Run the network in ``precision`` (see the class docstring); returns self."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS, key=str)}, got {precision!r}")
+        self.precision = None if precision == "fp32" else precision
+        return self
+
+    def _autocast(self, x: Tensor) -> contextlib.AbstractContextManager:
+        if self.precision is None:
+            return contextlib.nullcontext()
+        if self.precision == "fp16" and x.device.type != "cuda":
+            raise ValueError("precision='fp16' needs a CUDA device (CPU autocast has no fast float16); "
+                             "use precision='bf16' on CPU")
+        return torch.autocast(x.device.type, dtype=PRECISIONS[self.precision])
+
     def _call(self, x_t_net: Tensor, t: Tensor, like: Tensor) -> Tensor:
         """The network's x0 (in network units) at (x_t^net, t), t of shape (B,) on the path."""
         t_in = t if self.time_fn is None else self.time_fn(t)
-        pred = self.module(x_t_net, t_in)
+        if self.precision is not None and x_t_net.dtype == torch.float64:
+            # autocast lowers float32 operands only: a float64 state enters the network as float32
+            x_t_net = x_t_net.float()
+            t_in = t_in.float() if torch.is_tensor(t_in) and t_in.is_floating_point() else t_in
+        with self._autocast(x_t_net):
+            pred = self.module(x_t_net, t_in)
         if self.learned_variance:
             pred = pred[:, : like.shape[1]]
         if pred.shape != like.shape:
@@ -123,7 +151,13 @@ class NetworkPrior(Prior):
         return (self._call(x_t_net, t, x_t) - self.shift) / self.scale
 
     def extra_repr(self) -> str:
-        return f"parameterization={self.parameterization!r}, path={self.path!r}, scale={self.scale}"
+        extra = f", precision={self.precision!r}" if self.precision else ""
+        return f"parameterization={self.parameterization!r}, path={self.path!r}, scale={self.scale}{extra}"
+
+
+#: network precisions: None / "fp32" run as the weights are; the others under torch.autocast
+PRECISIONS: dict[str | None, torch.dtype | None] = {None: None, "fp32": None, "bf16": torch.bfloat16,
+                                                     "fp16": torch.float16}
 
 
 class DenoiserPrior(Prior):

@@ -223,8 +223,11 @@ def build_prior(info: dict, state_dict: dict | None = None) -> NetworkPrior:
 
 
 def load_prior(folder: str | Path, device: str | torch.device = "cpu",
-               dtype: torch.dtype = torch.float32) -> NetworkPrior:
-    """Load a prior trained by ``invsolve.train`` from ``folder`` (``prior.json`` + ``model.pt``)."""
+               dtype: torch.dtype = torch.float32, precision: str | None = None) -> NetworkPrior:
+    """Load a prior trained by ``invsolve.train`` from ``folder`` (``prior.json`` + ``model.pt``).
+
+    ``precision``: "bf16" (or "fp16" on CUDA) runs the network under autocast, the rest in ``dtype``
+    (``NetworkPrior.set_precision``)."""
     folder = Path(folder)
     meta, weights = folder / "prior.json", folder / "model.pt"
     for f in (meta, weights):
@@ -237,4 +240,4 @@ def load_prior(folder: str | Path, device: str | torch.device = "cpu",
         raise ValueError(f"{meta} is not valid JSON ({err}); expected the prior.json written by "
                          "invsolve train") from err
     state = read_checkpoint(weights, "the model.pt (EMA state dict) written by invsolve train")
-    return build_prior(info, state).to(device=device, dtype=dtype)
+    return build_prior(info, state).to(device=device, dtype=dtype).set_precision(precision)
