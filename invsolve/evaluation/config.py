@@ -11,7 +11,7 @@ permitted``; unknown operator, prior and solver names give the registry's own er
     figure_items: 3            # first items of each data set shown in grid.png
     lpips_backbone: null       # local torchvision AlexNet weights; LPIPS is unavailable without them
     grids:                     # each grid is a product data x operators x priors x solvers
-      - data: {name: natural-rgb-test, size: 32, n: 2}
+      - data: {name: natural-rgb-test, size: 32, n: 2}   # split: test (default) | val
         operators: [{name: sr4, noise_sigma: 0.05}, {name: inpaint_random, kwargs: {missing: 0.7}}]
         priors: [natural-rgb]
         solvers: [{name: pigdm, steps: 20}, {name: dps, preset: NAME, hp: {zeta: 0.5}}]
