@@ -28,9 +28,8 @@ def _rss_mb() -> float:
 
 def run_one(method: str, size: int, batch: int, threads: int) -> dict:
     torch.set_num_threads(threads)
-    from invsolve.operators.pde.darcy import darcy_solve, solve_cg
-
     from invsolve.data.grf import grf_neumann
+    from invsolve.operators.pde.darcy import darcy_solve, solve_cg
 
     a0 = torch.where(grf_neumann(batch, size, seed=0) >= 0, 12.0, 3.0).double()
     w = torch.randn(a0.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)

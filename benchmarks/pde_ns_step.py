@@ -14,6 +14,7 @@ import statistics
 import time
 
 import torch
+
 from invsolve.operators.pde.navier_stokes import NSSolver
 
 

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import matplotlib
 import torch
-from invsolve.priors.datasets import ct_slice, shepp_logan
 from skimage.restoration import denoise_tv_chambolle
 
 import invsolve
 from invsolve import operators, priors
+from invsolve.priors.datasets import ct_slice, shepp_logan
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt

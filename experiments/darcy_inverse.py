@@ -23,12 +23,12 @@ from pathlib import Path
 
 import matplotlib
 import torch
-from invsolve.priors.datasets import darcy_fields
-from invsolve.priors.hub import WEIGHTS
-from invsolve.priors.unet import build_prior
 
 import invsolve
 from invsolve import operators
+from invsolve.priors.datasets import darcy_fields
+from invsolve.priors.hub import WEIGHTS
+from invsolve.priors.unet import build_prior
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt

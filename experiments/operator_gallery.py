@@ -15,11 +15,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from invsolve.operators.mri import to_complex_channels
 from skimage.data import astronaut, shepp_logan_phantom
 from skimage.transform import resize
 
 from invsolve import operators
+from invsolve.operators.mri import to_complex_channels
 
 OUT = Path(__file__).parent / "results" / "operators" / "gallery.png"
 N = 128

@@ -16,9 +16,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
-from invsolve.operators.pde import NavierStokes
 
 from invsolve.data import generate_darcy, generate_ns
+from invsolve.operators.pde import NavierStokes
 
 OUT = Path(__file__).parent / "results" / "pde"
 

@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from invsolve.priors.datasets import ct_slice, darcy_fields, natural_rgb_images, shepp_logan
-from invsolve.priors.unet import load_prior
 from skimage.restoration import denoise_tv_chambolle, denoise_wavelet
 
 from invsolve import priors
+from invsolve.priors.datasets import ct_slice, darcy_fields, natural_rgb_images, shepp_logan
+from invsolve.priors.unet import load_prior
 
 OUT = Path(__file__).parent / "results" / "prior_denoising"
 SIGMAS = (0.05, 0.1, 0.2, 0.4)

@@ -15,11 +15,11 @@ from pathlib import Path
 import deepinv as dinv
 import numpy as np
 import torch
-from invsolve.priors.unet import load_prior
 from skimage.io import imsave
 
 import invsolve
 from invsolve import priors
+from invsolve.priors.unet import load_prior
 
 OUT = Path(__file__).parent / "results" / "prior_samples"
 

@@ -1,11 +1,11 @@
 """Data generators: seeded and reproducible, batch-independent, cached with their parameters."""
 
 import torch
-from invsolve.operators.pde import Darcy
 
 from invsolve.cli import main as cli_main
 from invsolve.data import darcy_dataset, generate_darcy, grf_neumann, grf_periodic, ns_dataset
 from invsolve.data.cache import read_cache
+from invsolve.operators.pde import Darcy
 
 
 def test_grf_seeded_and_prefix_stable():

@@ -9,11 +9,11 @@ import math
 
 import pytest
 import torch
-from invsolve.priors import hub
 from torch import nn
 
 from invsolve import paths as P
 from invsolve import priors
+from invsolve.priors import hub
 
 
 class TinyEpsNet(nn.Module):

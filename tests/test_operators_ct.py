@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 import torch
-from invsolve.operators.tomography import CT, fbp
 from skimage.data import shepp_logan_phantom
 from skimage.transform import radon, resize
 
 from invsolve import operators
+from invsolve.operators.tomography import CT, fbp
 
 N = 64
 

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from invsolve.operators import imaging
 
 import invsolve
 from invsolve import operators
+from invsolve.operators import imaging
 
 IMG = (3, 32, 32)
 LINEAR = [

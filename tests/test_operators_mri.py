@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
-from invsolve.operators.mri import MRI, cartesian_mask, coil_sensitivities, to_complex_channels
 
 from invsolve import operators
+from invsolve.operators.mri import MRI, cartesian_mask, coil_sensitivities, to_complex_channels
 
 H = W = 32
 

@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from invsolve.operators.hdr import HighDynamicRange
-from invsolve.operators.phase_retrieval import FourierPhaseRetrieval
 
 import invsolve
 from invsolve import operators
+from invsolve.operators.hdr import HighDynamicRange
+from invsolve.operators.phase_retrieval import FourierPhaseRetrieval
 
 IMG = (2, 16, 16)
 

@@ -7,6 +7,7 @@ import pytest
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
+
 from invsolve.operators import build
 from invsolve.operators.pde.darcy import Darcy, darcy_solve
 from invsolve.operators.pde.grid import cell_centres

@@ -7,6 +7,7 @@ import pytest
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
+
 from invsolve.operators import build
 from invsolve.operators.pde import Helmholtz, Poisson
 from invsolve.operators.pde.grid import interior_nodes

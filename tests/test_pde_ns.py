@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+
 from invsolve.operators import build
 from invsolve.operators.pde.grid import torus_nodes
 from invsolve.operators.pde.navier_stokes import NavierStokes, NSSolver

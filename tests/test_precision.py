@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from invsolve.priors.datasets import natural_rgb_images, shepp_logan
 
 import invsolve
 from invsolve import operators, priors
+from invsolve.priors.datasets import natural_rgb_images, shepp_logan
 
 
 def _psnr(x: torch.Tensor, ref: torch.Tensor) -> float:

@@ -14,12 +14,12 @@ spectral space (one draw per step serves its three branches, which touch disjoin
 
 import pytest
 import torch
-from invsolve.priors.datasets import natural_rgb_images
 from trace_utils import SCALE, SHIFT, NoiseStream, Recorder, assert_same_calls, tiny_net, to_ops
 
 import invsolve
 from invsolve import operators, paths, priors
 from invsolve.evaluation.metrics import psnr
+from invsolve.priors.datasets import natural_rgb_images
 from invsolve.solvers.linalg import pinv, singular_values
 
 N_TRAIN = 1000

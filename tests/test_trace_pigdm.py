@@ -16,12 +16,12 @@ invsolve's Eq. 8 extension inside the same loop.
 
 import pytest
 import torch
-from invsolve.priors.datasets import natural_rgb_images
 from trace_utils import SCALE, SHIFT, NoiseStream, Recorder, assert_same_calls, tiny_net, to_ops
 
 import invsolve
 from invsolve import operators, paths, priors
 from invsolve.evaluation.metrics import psnr
+from invsolve.priors.datasets import natural_rgb_images
 from invsolve.solvers.linalg import pinv
 
 N_TRAIN = 1000

@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from invsolve.priors.unet import load_prior
 
+from invsolve.priors.unet import load_prior
 from invsolve.train import TrainConfig, main, train
 
 TINY = TrainConfig(data="natural-rgb", channels=8, channel_mult=(1, 2), num_res_blocks=1, batch=4,
@@ -62,9 +62,8 @@ def test_flow_run_loads_as_velocity_prior(tmp_path):
 
 
 def test_darcy_training_set_is_in_units_of_a(tmp_path):
-    from invsolve.priors.datasets import darcy_fields, training_data
-
     from invsolve.data import generate_darcy
+    from invsolve.priors.datasets import darcy_fields, training_data
 
     sampler, info = training_data("darcy", 64)
     assert info["units"] == [3.0, 12.0] and sampler.channels == 1
@@ -158,8 +157,9 @@ def test_checkpoint_from_before_the_new_fields_resumes(tmp_path):
 
 def test_read_image_modes(tmp_path):
     import tifffile
-    from invsolve.priors.datasets import read_image
     from PIL import Image
+
+    from invsolve.priors.datasets import read_image
 
     rgba = np.random.default_rng(0).integers(0, 256, (8, 9, 4), dtype=np.uint8)
     Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
@@ -257,8 +257,9 @@ def test_split_items_whole_items_deterministic():
 
 def test_dicom_folder(tmp_path):
     pytest.importorskip("pydicom")
-    from invsolve.priors.datasets import ct_slice, image_folder
     from pydicom.data import get_testdata_file
+
+    from invsolve.priors.datasets import ct_slice, image_folder
 
     for name in ("CT_small.dcm", "MR_small.dcm"):
         shutil.copy(get_testdata_file(name), tmp_path / name)

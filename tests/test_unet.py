@@ -1,6 +1,7 @@
 """The project's UNet and EDM preconditioning (Karras et al. 2022, Table 1)."""
 
 import torch
+
 from invsolve.priors.unet import EDMPrecond, UNet, build_prior
 
 
