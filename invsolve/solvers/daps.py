@@ -86,6 +86,9 @@ Deviations from the official code (each restorable, or without effect on the res
   so nothing changes there. The ODE integrates to min(ode_sigma_min, sigma_i), never upwards.
 - Langevin noise comes from each sample's own generator, several steps per draw (the distribution
   of the official per-step ``randn_like``; batch-independent).
+Option ``mcmc="exact"`` (linear operator, Gaussian data term): step 2 draws x0 from
+N(x0; x0_hat, sigma_i^2 I) N(y; A x0, v I) exactly (perturb-then-solve, ``DAPS.exact_step``), the
+distribution the Langevin chain approximates, in one draw instead of ``mcmc_steps`` gradient steps.
 """
 
 from __future__ import annotations
@@ -102,6 +105,7 @@ from invsolve.paths import bcast
 from invsolve.rng import randn
 
 from .base import Preset, Solver, karras_sigmas
+from .linalg import gaussian_update
 from .registry import register
 
 _REPO = "zhangbingliang2019/DAPS"
@@ -168,6 +172,7 @@ class DAPS(Solver):
     likelihood: str = "problem"
     step: str = "lipschitz"
     y_scale: float | None = None
+    mcmc: str = "langevin"
 
     #: lr when not set: a fraction of 1 / L ("lipschitz"); the paper's absolute lr ("fixed")
     DEFAULT_LR: ClassVar[dict[str, float]] = {"lipschitz": 0.5, "fixed": 1e-4}
@@ -179,6 +184,9 @@ class DAPS(Solver):
     def validate(self) -> None:
         if self.ode_steps < 1 or self.mcmc_steps < 0:
             raise ValueError("daps: ode_steps must be >= 1 and mcmc_steps >= 0")
+        if self.mcmc not in ("exact", "langevin"):
+            raise ValueError(f"daps: mcmc must be 'langevin' (the paper's) or 'exact', "
+                             f"got {self.mcmc!r}")
         if self.step not in ("fixed", "lipschitz"):
             raise ValueError(f"daps: step must be 'lipschitz' or 'fixed' (the paper's), "
                              f"got {self.step!r}")
@@ -324,9 +332,50 @@ class DAPS(Solver):
             x = x + (sig[j + 1] - sig[j]) * d / sig[j]
         return x
 
+    def exact_variance(self, problem, prior) -> float | None:
+        """The data variance v of the Gaussian likelihood N(y; A x0, v I) when step 2 can be
+        sampled exactly (a linear operator and a Gaussian data term), else None: sigma_y^2 for
+        likelihood="problem" (tau^2 when tau is set; 0 when noiseless), tau^2 / 2 for "paper"
+        (its ||A x - y||^2 / tau^2 has no 1/2), tau in y units (tau / y_scale)."""
+        from deepinv.physics import LinearPhysics
+
+        if not isinstance(problem.operator, LinearPhysics):
+            return None
+        y_scale = float(self.y_scale if self.y_scale is not None else prior.data_scale)
+        if self.likelihood == "paper":
+            return ((0.01 if self.tau is None else self.tau) / y_scale) ** 2 / 2
+        if problem.noise_sigma is None:
+            return None
+        if self.tau is not None:
+            return (self.tau / y_scale) ** 2
+        return float(problem.noise_sigma) ** 2
+
+    def exact_step(self, problem, x0_hat: Tensor, r: float, var: float, gens) -> Tensor:
+        """A draw from p(x0 | x_t, y) ~ N(x0; x0_hat, r^2 I) N(y; A x0, var I), exactly: perturb
+        then solve (Papandreou & Yuille 2010), x' = x0_hat + r eps, y' = y + sqrt(var) eps_y,
+        x0 = x' + A^T (A A^T + var / r^2 I)^-1 (y' - A x'); for var = 0 the projection of x' onto
+        {A x = y} (singular-value floor: directions below it keep x', i.e. the prior draw)."""
+        x_pert = x0_hat + r * self.randn(gens, problem)
+        y = problem.y
+        if var > 0:
+            shape = tuple(y.shape[1:])
+            if y.is_complex():  # each of the real and imaginary parts has variance var
+                e = randn(gens, (*shape, 2), y.real)
+                e = torch.view_as_complex(e.contiguous())
+            else:
+                e = randn(gens, shape, y)
+            y = y + var**0.5 * e
+        return gaussian_update(problem.operator, x_pert, y, var / r**2)
+
     def run(self, problem, prior, gens) -> tuple[Tensor, dict]:
         scale = float(prior.data_scale)
         sigmas = self.levels(prior)
+        var = self.exact_variance(problem, prior) if self.mcmc == "exact" else None
+        if self.mcmc == "exact" and var is None:
+            raise ValueError("daps: mcmc='exact' needs a linear operator (deepinv LinearPhysics) and "
+                             "a Gaussian data term; use mcmc='langevin'")
+        if var is not None:
+            return self._run_exact(problem, prior, gens, sigmas, var)
         lr0 = self.DEFAULT_LR[self.step] if self.lr is None else self.lr
         loss, weight, hess = self.data_term(problem, prior)
         linear, norm2, v = self._curvature_setup(problem, hess)
@@ -359,3 +408,18 @@ class DAPS(Solver):
             if i + 1 < self.steps:
                 x = x0 + sigmas[i + 1] * self.randn(gens, problem)  # step 3: re-noise
         return x0, {}
+
+    def _run_exact(self, problem, prior, gens, sigmas: list[float], var: float) -> tuple[Tensor, dict]:
+        """Algorithm 1 with step 2 sampled exactly (``exact_step``): one draw per level instead
+        of ``mcmc_steps`` Langevin steps."""
+        scale = float(prior.data_scale)
+        x = float(prior.data_center) + sigmas[0] * self.randn(gens, problem)
+        for i in self.iterate():
+            s = sigmas[i]
+            with torch.no_grad():
+                x0_hat = self.ode_x0(prior, x, s, self.ode_sigma_min / scale)  # step 1
+                x0 = self.exact_step(problem, x0_hat, s, var, gens)  # step 2
+            self.guard(x0, i, "sigma_min", advice="the exact step failed; check the operator and y")
+            if i + 1 < self.steps:
+                x = x0 + sigmas[i + 1] * self.randn(gens, problem)  # step 3: re-noise
+        return x0, {"mcmc": "exact"}

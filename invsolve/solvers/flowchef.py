@@ -31,6 +31,11 @@ Deviations from the official code (each with the option that restores it):
 - The reference's operators add fresh measurement noise inside the cost when sigma_y > 0 (its
   ``degradation`` draws noise on every call); here the cost compares with y only.
 - ``inner`` > 1 repeats the guidance step with the same v (the reference: 1).
+
+Option ``normalize="gram"`` (linear operators, Gaussian noise): the Gauss-Newton step x0_hat ->
+x0_hat + A^T (A A^T + sigma_y^2 / r_t^2 I)^-1 (y - A x0_hat), r_t = ``prior_std`` t (network units),
+i.e. the mean of N(x0_hat, r_t^2 I) given y, taken at every step including the last. It fits weak
+singular directions that a step normalised by ||A||^2 barely moves (deblurring, CT).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from invsolve import paths as P
 
 from .base import Preset, Solver
 from .flows import FlowFrame, operator_norm2
+from .linalg import gaussian_update
 from .registry import register
 
 _SRC = ("FlowChef/FlowChef inverseproblems/pixel_models/rfpp/inverseproblems_flowchef.sh "
@@ -76,12 +82,14 @@ class FlowChef(Solver):
     step: float = 1.0
     inner: int = 1
     normalize: str = "lipschitz"
+    prior_std: float = 1.0
 
     def validate(self) -> None:
         if self.step < 0 or self.inner < 0:
             raise ValueError("flowchef: step and inner must be >= 0")
-        if self.normalize not in ("lipschitz", "mse"):
-            raise ValueError(f"flowchef: normalize must be 'lipschitz' or 'mse', got {self.normalize!r}")
+        if self.normalize not in ("gram", "lipschitz", "mse"):
+            raise ValueError(f"flowchef: normalize must be 'gram', 'lipschitz' or 'mse' (the paper's), "
+                             f"got {self.normalize!r}")
 
     def times(self) -> list[float]:
         """The reference grid: 1 - 1e-5, (N - 1) / N, ..., 1 / N, 0."""
@@ -94,7 +102,14 @@ class FlowChef(Solver):
         frame = FlowFrame(prior, noise_at_zero=False)  # rectified flow: data at t = 0, noise at t = 1
         ts = [frame.clamp(t) for t in self.times()]
         info = {}
-        if self.normalize == "lipschitz":
+        gram = self.normalize == "gram"
+        if gram and (not isinstance(problem.operator, LinearPhysics) or problem.noise_sigma is None):
+            raise ValueError("flowchef: normalize='gram' needs a linear operator (deepinv "
+                             "LinearPhysics) and Gaussian noise; use normalize='mse' (the paper's step) "
+                             "or try dps / daps")
+        if gram:
+            eta = None
+        elif self.normalize == "lipschitz":
             if not isinstance(problem.operator, LinearPhysics):
                 raise ValueError("flowchef: normalize='lipschitz' needs a linear operator (deepinv "
                                  "LinearPhysics) for ||A||^2; use normalize='mse' (the paper's step)")
@@ -103,13 +118,17 @@ class FlowChef(Solver):
         else:  # s grad mean((A x - y)^2) = s 2 / M A^T (A x - y), M measured values per sample
             eta = torch.full((len(problem),), 2 * self.step / math.prod(problem.y.shape[1:]),
                              dtype=like.dtype, device=like.device)
-        eta = eta.to(like.dtype)
+        eta = None if gram else eta.to(like.dtype)
         x = frame.start(ts[0], self.randn(gens, problem))  # x_1 = (1 - 1e-5) eps in network units
         for i in self.iterate():
             t, t_next = ts[i], ts[i + 1]
             with torch.no_grad():
                 vel, _ = frame.velocity(prior, x, t)
-            if i < self.steps - 1:
+            if gram:  # every step, the last included (t_next = 0): the output is x0_hat + delta
+                for _ in range(self.inner):
+                    delta = self._gram_delta(problem, x - t * vel, self.prior_std * t, frame.scale)
+                    x = x + self.step * (1 - t_next) * delta
+            elif i < self.steps - 1:
                 for _ in range(self.inner):
                     x0 = (x - t * vel).detach().requires_grad_(True)  # x0_hat with v frozen
                     loss = 0.5 * problem.residual(x0).abs().pow(2).reshape(len(problem), -1).sum(1)
@@ -119,3 +138,16 @@ class FlowChef(Solver):
                 x = x + (t_next - t) * vel  # Euler step with the unsteered velocity
             self.guard(x, i, "step")
         return x.detach(), info
+
+    @staticmethod
+    def _gram_delta(problem, x0: Tensor, t: float, scale: float) -> Tensor:
+        """A^T (A A^T + lambda_t I)^-1 (y - A x0_hat), lambda_t = sigma_y^2 / r_t^2 with r_t = t
+        (network units; t / scale in ours): the Gauss-Newton (Levenberg-Marquardt) step of the
+        squared residual, i.e. the mean of N(x0_hat, r_t^2 I) given y; noiseless, the floored
+        projection of x0_hat onto {A x = y}."""
+        sigma, r = float(problem.noise_sigma), t / scale
+        with torch.no_grad():
+            if sigma > 0 and r <= 0:
+                return torch.zeros_like(x0)
+            return gaussian_update(problem.operator, x0, problem.y, sigma**2 / r**2 if sigma > 0
+                                   else 0.0) - x0

@@ -23,6 +23,13 @@ Deviations from the official code (each with the option that restores it):
   normalised blur kernel, decimation), where this is the paper's step; elsewhere the paper's step
   diverges once ||A||^2 > 2 (the gradient step stops contracting; the default CT has ||A||^2 ~ 4e3).
   ``normalize="none"`` restores the absolute step.
+- Option ``data_step="prox"``: the proximal step of the negative log-likelihood F instead of the
+  gradient step, z = argmin_z ||A z - y||^2 / (2 sigma_y^2) + ||z - x||^2 / (2 gamma_n), gamma_n =
+  lr (1 - t_n)^alpha in network units (alpha defaults to 2 there), in closed form x + A^T (A A^T +
+  sigma_y^2 / gamma_n I)^-1 (y - A x) (``linalg.gaussian_update``; noiseless: the floored projection
+  onto {A x = y}). A gradient step normalised by ||A||^2 moves a direction of singular value s by
+  s^2 / ||A||^2 of its residual, so on CT or deblurring the weak directions are barely fitted; the
+  prox fits every direction as far as sigma_y allows. Needs a linear operator and Gaussian noise.
 - Start: x = the network's 0 instead of A^T 1 (the reference's start); the first step is at t_0 = 0,
   where z~ is pure noise, so the start never reaches the network on the native path.
 - sigma_y = 0 works (the reference's lr sigma^2 * grad / sigma^2 is 0 * inf there).
@@ -41,6 +48,7 @@ from invsolve import paths as P
 
 from .base import Preset, Solver
 from .flows import FlowFrame, operator_norm2
+from .linalg import gaussian_update
 from .registry import register
 
 _SRC = "annegnx/PnP-Flow scripts/script_test.sh (pnp_flow lines), config/method_config/pnp_flow.yaml"
@@ -51,15 +59,17 @@ _NOTE = ("celebA 128 x 128 in [-1, 1]: the paper's sigma_y 0.05 is 0.025 for [0,
 
 
 def _paper(alpha: float) -> Preset:
-    return Preset({"steps": 100, "lr": 1.0, "alpha": alpha, "samples": 5, "normalize": "none"}, _SRC, _NOTE)
+    return Preset({"steps": 100, "lr": 1.0, "alpha": alpha, "samples": 5, "data_step": "gradient",
+                   "normalize": "none"}, _SRC, _NOTE)
 
 
 @register
 @dataclass
 class PnPFlow(Solver):
     """PnP-Flow (Alg. 1): ``steps`` iterations, ``samples`` noise draws averaged in the denoising step
-    (NFE = steps * samples). Defaults: 100 steps, lr = 1 normalised by ||A||^2, alpha = 0.5
-    (gamma_n = (1 - t_n)^0.5 / ||A||^2), one draw (the algorithm box; the reference averages 5)."""
+    (NFE = steps * samples). Defaults: 100 steps, the paper's gradient step with lr = 1 normalised by
+    ||A||^2 and alpha = 0.5 (gamma_n = (1 - t_n)^0.5 / ||A||^2), one draw (the algorithm box; the
+    reference averages 5). ``data_step="prox"``: the proximal step (module docstring)."""
 
     name = "pnp_flow"
     description = "Plug-and-play flow matching: gradient step, re-noise, flow denoiser (Martin et al. 2025)"
@@ -74,15 +84,22 @@ class PnPFlow(Solver):
 
     steps: int = 100
     lr: float = 1.0
-    alpha: float = 0.5
+    alpha: float | None = None
     samples: int = 1
+    data_step: str = "gradient"
     normalize: str = "lipschitz"
 
     def validate(self) -> None:
-        if self.lr <= 0 or self.alpha < 0 or self.samples < 1:
+        if self.lr <= 0 or (self.alpha is not None and self.alpha < 0) or self.samples < 1:
             raise ValueError("pnp_flow: lr must be > 0, alpha >= 0 and samples >= 1")
+        if self.data_step not in ("prox", "gradient"):
+            raise ValueError(f"pnp_flow: data_step must be 'prox' or 'gradient' (the paper's), "
+                             f"got {self.data_step!r}")
         if self.normalize not in ("lipschitz", "none"):
             raise ValueError(f"pnp_flow: normalize must be 'lipschitz' or 'none', got {self.normalize!r}")
+
+    #: alpha when not set, per data step
+    DEFAULT_ALPHA: ClassVar[dict[str, float]] = {"prox": 2.0, "gradient": 0.5}
 
     def expected_nfe(self) -> int:
         return self.steps * self.samples
@@ -93,7 +110,13 @@ class PnPFlow(Solver):
         var = problem.noise_sigma**2 if problem.noise_sigma else 1.0  # the misfit's own scale (Problem)
         info = {}
         lr = torch.full((len(problem),), self.lr, dtype=like.dtype, device=like.device)
-        if self.normalize == "lipschitz":
+        prox = self.data_step == "prox"
+        alpha = self.DEFAULT_ALPHA[self.data_step] if self.alpha is None else self.alpha
+        if prox and (not isinstance(problem.operator, LinearPhysics) or problem.noise_sigma is None):
+            raise ValueError("pnp_flow: the proximal data step needs a linear operator "
+                             "(deepinv LinearPhysics) and Gaussian noise; use data_step='gradient', "
+                             "normalize='none' (the paper's step), or try dps / daps")
+        if not prox and self.normalize == "lipschitz":
             if not isinstance(problem.operator, LinearPhysics):
                 raise ValueError("pnp_flow: normalize='lipschitz' needs a linear operator (deepinv "
                                  "LinearPhysics) for ||A||^2; use normalize='none' (the paper's step)")
@@ -102,11 +125,15 @@ class PnPFlow(Solver):
         x = torch.full((len(problem), *problem.x_shape), frame.center, dtype=like.dtype, device=like.device)
         for i in self.iterate():
             t = frame.clamp(i / self.steps)  # t_n = n / N (kept inside the prior's range if not native)
-            x = x.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(problem.misfit(x).sum(), x)  # per-sample gradients of F
+            if prox:  # (at t_0 = 0 z~ is pure noise: z is not needed)
+                z = x if t == 0 else self._prox(problem, x, (1 - t) ** alpha, frame.scale)
+            else:
+                x = x.detach().requires_grad_(True)
+                (grad,) = torch.autograd.grad(problem.misfit(x).sum(), x)  # per-sample gradients of F
+                with torch.no_grad():
+                    gamma = P.bcast(lr * (1 - t) ** alpha * var, x)  # gamma_n, units of sigma^2
+                    z = x - gamma * grad  # gradient step
             with torch.no_grad():
-                gamma = P.bcast(lr * (1 - t) ** self.alpha * var, x)  # gamma_n, in units of sigma^2
-                z = x - gamma * grad  # gradient step
                 x = torch.zeros_like(z)
                 for _ in range(self.samples):
                     zt = t * z + frame.noise_std(t) * self.randn(gens, problem)  # interpolation
@@ -114,3 +141,15 @@ class PnPFlow(Solver):
                 x = x / self.samples
             self.guard(x, i, "lr")
         return x.detach(), info
+
+    def _prox(self, problem, x: Tensor, decay: float, scale: float) -> Tensor:
+        """prox_{gamma F}(x), gamma = lr * decay (network units; / scale^2 in ours), F the Gaussian
+        negative log-likelihood: x + A^T (A A^T + sigma_y^2 / gamma I)^-1 (y - A x); noiseless, the
+        floored projection onto {A z = y} whatever gamma."""
+        gamma = self.lr * decay / scale**2
+        sigma = float(problem.noise_sigma)
+        if sigma > 0 and gamma <= 0:
+            return x
+        with torch.no_grad():
+            return gaussian_update(problem.operator, x.detach(), problem.y, sigma**2 / gamma if sigma > 0
+                                   else 0.0)
