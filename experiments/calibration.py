@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     torch.set_default_dtype(torch.float64)
-    labels = args.solvers or sorted(invsolve.solvers.available())
+    labels = args.solvers or sorted(invsolve.solvers.available(baselines=False))
     solver_of = dict(s.split("=", 1) if "=" in s else (s, s) for s in labels)
     hp = json.loads(args.hp)
     OUT.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ from . import paths  # noqa: I001
 from .problem import Problem
 from . import operators, priors, solvers
 from .solvers import Result
+from .evaluation import baselines as _baselines  # noqa: F401  (registers bicubic, tv, fbp, ... as solvers)
 from .evaluation.api import evaluate
 
 

@@ -1,8 +1,12 @@
 """A fast subset of the robustness matrix (experiments/robustness.py): no silent garbage.
 
 Noiseless and noisy Gaussian deblurring and inpainting with the shipped natural-rgb prior, few steps:
-every solver returns finite values no worse than 1 dB below the trivial baseline (A^+ y), or raises
-a ValueError that says why the pair does not apply.
+every solver returns finite values no worse than 1 dB below the trivial baseline (A^+ y, capped at
+CAP dB), or raises a ValueError that says why the pair does not apply.
+
+The cap: where A^+ y is nearly exact (noiseless 16 x 16 deblurring, 51 dB) a posterior *sample* still
+carries the posterior's spread in the directions the floored operator leaves unobserved, which A^+ y
+sets to 0; a sample above 40 dB is not garbage. experiments/robustness.py flags with the same rule.
 """
 
 import math
@@ -15,9 +19,11 @@ from invsolve import operators, priors
 from invsolve.evaluation.metrics import psnr
 from invsolve.priors.datasets import natural_rgb_images
 
+CAP = 40.0  # dB: the baseline a solver must come within 1 dB of is min(A^+ y, CAP)
+
 FAST = {"daps": {"steps": 10, "ode_steps": 2, "mcmc_steps": 10}, "dflow": {"steps": 4, "ode_steps": 2},
         "mcgdiff": {"particles": 8}, "tds": {"particles": 8}, "pnp_flow": {}, "reddiff": {"steps": 30}}
-SOLVERS = sorted(set(invsolve.solvers.available()) - {"ddim", "pinv"})
+SOLVERS = sorted(set(invsolve.solvers.available(baselines=False)) - {"ddim"})
 
 
 @pytest.fixture(scope="module")
@@ -43,4 +49,4 @@ def test_no_silent_garbage(name, task, sigma, setting):
         return
     assert torch.isfinite(res.x).all()
     value = psnr(res.x.clamp(0, 1), x)
-    assert math.isfinite(value) and value > base - 1.0, (value, base)
+    assert math.isfinite(value) and value > min(base, CAP) - 1.0, (value, base)

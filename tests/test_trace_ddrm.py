@@ -122,7 +122,7 @@ def _run_both(name, kw, sigma, **hp):
     ours = Recorder(net)
     prior = priors.NetworkPrior(ours, "eps", paths.VPDiscrete(), data_range=(-1, 1))
     steps, eta, eta_b = 10, 0.85, 1.0
-    res = invsolve.solve(problem, prior, "ddrm", steps=steps, eta=eta, eta_b=eta_b, seed=[3, 4], **hp)
+    res = invsolve.solve(problem, prior, "ddrm", steps=steps, eta=eta, eta_b=eta_b, noiseless_projection=False, seed=[3, 4], **hp)
     theirs = Recorder(net)
     y_0 = SCALE * problem.y + SHIFT * op.A(torch.ones_like(problem.x_true))  # the [-1, 1] measurement
     out = official_ddrm(theirs, HFuncs(op, 1e-3), y_0, SCALE * sigma, steps, eta, eta_b,

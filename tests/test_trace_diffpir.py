@@ -168,7 +168,7 @@ def test_diffpir_matches_the_official_loop(case):
     x = torch.rand(1, *kw["img_size"], dtype=torch.float64)
     problem = invsolve.Problem.simulate(op, x, seed=0)
     steps, seed = 10, 3
-    res = invsolve.solve(problem, prior, "diffpir", steps=steps, seed=seed, **hp)
+    res = invsolve.solve(problem, prior, "diffpir", steps=steps, noiseless_projection=False, seed=seed, **hp)
     theirs = Recorder(net)
     if task in ("deblur", "sr"):
         extra = {"kernel": op.filter.to(torch.float64)}
@@ -189,7 +189,7 @@ def test_diffpir_final_x0_and_noise_start():
     ours = Recorder(net)
     prior = priors.NetworkPrior(ours, "eps", paths.VPDiscrete(), data_range=(-1, 1))
     problem = invsolve.Problem.simulate(op, torch.rand(1, 3, 8, 8, dtype=torch.float64), seed=0)
-    res = invsolve.solve(problem, prior, "diffpir", steps=6, seed=1, final="x0", init="noise")
+    res = invsolve.solve(problem, prior, "diffpir", steps=6, noiseless_projection=False, seed=1, final="x0", init="noise")
     first_input = ours.calls[0][0]
     torch.testing.assert_close(first_input, NoiseStream(1, 1).randn(3, 8, 8))  # x_T^net = z
     last_x0 = to_ops((ours.calls[-1][0] - (1 - 0.9999) ** 0.5 * ours.calls[-1][2]) / 0.9999**0.5)

@@ -84,7 +84,7 @@ def _setup(task, batch=1, shape=(3, 16, 16), **kw):
 ])
 def test_mcg_matches_the_official_inpainting_loop(task, kw, steps):
     net, prior, _, problem, mask, cond = _setup(task, **kw)
-    res = invsolve.solve(problem, prior, "mcg", preset="paper", steps=steps, seed=3)
+    res = invsolve.solve(problem, prior, "mcg", preset="paper", steps=steps, noiseless_projection=False, seed=3)
     theirs = Recorder(net)
     out = official_mcg(theirs, NoiseStream(3, 1), problem.x_shape, cond, mask, steps)
     assert_same_calls(prior.module, theirs)
@@ -105,7 +105,7 @@ def test_mcg_measured_part_ends_at_the_noised_measurement():
     """Default: A x = alpha_0 y + sigma_0 A z (the official last projection, sigma_0 = 0.005 in [0, 1]
     units); y_level="next": A x = y exactly."""
     _, prior, op, problem, *_ = _setup("inpaint_random", missing=0.5)
-    out = invsolve.solve(problem, prior, "mcg", steps=6, seed=0).x
+    out = invsolve.solve(problem, prior, "mcg", steps=6, noiseless_projection=False, seed=0).x
     gap = (op.A(out) - problem.y).abs().max()
     assert 1e-4 < gap < 0.03
     exact = invsolve.solve(problem, prior, "mcg", steps=6, seed=0, y_level="next").x

@@ -131,7 +131,7 @@ def test_pigdm_matches_pgdm_py_noiseless(name, kw, eta):
     op, problem = _problem(name, 0.0, **kw)
     ours, prior = _ddpm_prior(net)
     steps, weight = 10, 0.7
-    res = invsolve.solve(problem, prior, "pigdm", steps=steps, eta=eta, weight=weight, seed=[3, 4],
+    res = invsolve.solve(problem, prior, "pigdm", steps=steps, eta=eta, weight=weight, noiseless_projection=False, seed=[3, 4],
                          form="published")
     theirs = Recorder(net)
     y_0 = SCALE * problem.y + SHIFT * HFuncs(op).H(torch.ones_like(problem.x_true))  # the [-1, 1] measurement

@@ -111,7 +111,7 @@ def test_reddiff_matches_the_official_loop(case):
     x = torch.rand(1, *kw["img_size"], dtype=torch.float64)
     problem = invsolve.Problem.simulate(op, x, seed=0)
     steps, seed = 20, 5
-    res = invsolve.solve(problem, prior, "reddiff", steps=steps, seed=seed, **hp)
+    res = invsolve.solve(problem, prior, "reddiff", steps=steps, noiseless_projection=False, seed=seed, **hp)
 
     theirs = Recorder(net)
     if name == "inpaint_random":

@@ -109,6 +109,7 @@ class Bicubic(Solver):
     """Bicubic interpolation of the low-resolution measurement (super-resolution baseline); 0 NFE."""
 
     name = "bicubic"
+    baseline = True
     description = "Baseline: bicubic interpolation of y (super-resolution operators only)"
     steps: int = 1
 
@@ -134,6 +135,7 @@ class Biharmonic(Solver):
     """``skimage.restoration.inpaint_biharmonic`` of the observed pixels (inpainting baseline)."""
 
     name = "biharmonic"
+    baseline = True
     description = "Baseline: biharmonic inpainting (scikit-image; inpainting operators only)"
     steps: int = 1
 
@@ -173,6 +175,7 @@ class TV(Solver):
     """
 
     name = "tv"
+    baseline = True
     description = "Baseline: total-variation regularised least squares (FISTA, deepinv TV prox)"
     steps: int = 200
     weight: float = 0.02
@@ -219,6 +222,7 @@ class Tikhonov(Solver):
     """
 
     name = "tikhonov"
+    baseline = True
     description = "Baseline: Tikhonov-regularised least squares toward mid-range (closed form or CG)"
     steps: int = 200
     weight: float = 0.01
@@ -254,6 +258,7 @@ class FBP(Solver):
     """
 
     name = "fbp"
+    baseline = True
     description = "Baseline: filtered back-projection, Hann filter (parallel-beam CT only)"
     steps: int = 1
     filter: str = "hann"
@@ -292,6 +297,7 @@ class ZeroFilled(Solver):
     """A^T y: the zero-filled inverse FFT of single-coil Cartesian MRI (real part for real images)."""
 
     name = "zero_filled"
+    baseline = True
     description = "Baseline: zero-filled inverse FFT A^T y (single-coil MRI only)"
     steps: int = 1
 

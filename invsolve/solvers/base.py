@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from deepinv.physics import LinearPhysics
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -77,15 +78,28 @@ class Preset:
 class Solver:
     """Base class. Subclasses set ``name`` / ``description``, add hyperparameter fields, and implement
     ``run(problem, prior, gens) -> (x, info)``, where ``prior`` counts its calls and ``gens`` holds one
-    CPU generator per sample (draw noise with ``self.randn``)."""
+    CPU generator per sample (draw noise with ``self.randn``).
+
+    ``noiseless_projection`` (every solver): when sigma_y = 0 and the operator is linear, the sample
+    ``run`` returns is projected onto {A x = y}, x + A^+ (y - A x) with the singular-value floor of
+    ``linalg.pinv`` (the solver's own ``floor`` where it has one). The exact noiseless posterior lives
+    on that set, and an approximate sampler's last iterate misses it in the directions the data fix:
+    before this step, 15-step runs on a 16 x 16 noiseless deblurring (5 x 5 kernel, std 1) gave
+    29 dB where A^+ y gives 51 dB (tests/test_robustness.py). Directions below the floor keep the
+    sampler's values. ``noiseless_projection=False`` returns the published algorithm's last iterate.
+    Baselines (``baseline = True``: pinv, bicubic, tv, ...) are returned as they are.
+    """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    #: a classical baseline (no prior): ``registry.available(baselines=False)`` leaves it out
+    baseline: ClassVar[bool] = False
     #: preset name -> task (operator registry name, or "*" for any task) -> Preset
     presets: ClassVar[dict[str, dict[str, Preset]]] = {}
 
     steps: int = 100
     progress: bool = False
+    noiseless_projection: bool = True
 
     def __post_init__(self) -> None:
         if int(self.steps) != self.steps or self.steps < 1:
@@ -143,6 +157,13 @@ class Solver:
         before = getattr(prior, "out_of_range", 0)
         start = time.perf_counter()
         x, info = self.run(problem, counted, gens)
+        if self.noiseless_projection and not self.baseline and problem.noise_sigma == 0 and isinstance(problem.operator, LinearPhysics):
+            from .linalg import SVD_FLOOR, gaussian_update
+
+            with torch.no_grad():
+                x = gaussian_update(problem.operator, x.detach(), problem.y, 0.0,
+                                    floor=getattr(self, "floor", SVD_FLOOR))
+            info["noiseless_projection"] = True
         seconds = time.perf_counter() - start
         clamped = getattr(prior, "out_of_range", 0) - before
         if clamped:

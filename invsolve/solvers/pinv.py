@@ -26,6 +26,7 @@ class PInv(Solver):
     """A^+ y (``floor``: relative singular-value floor), clipped to the prior's data range; 0 NFE."""
 
     name = "pinv"
+    baseline = True
     description = "Baseline: pseudo-inverse A^+ y clipped to the data range (no prior)"
 
     steps: int = 1

@@ -24,6 +24,7 @@ def get(name: str) -> type[Solver]:
     return _SOLVERS[name]
 
 
-def available() -> dict[str, str]:
-    """Registered solver names mapped to one-line descriptions."""
-    return {k: v.description for k, v in sorted(_SOLVERS.items())}
+def available(baselines: bool = True) -> dict[str, str]:
+    """Registered solver names mapped to one-line descriptions; ``baselines=False`` keeps only the
+    solvers that use a prior (leaves out pinv, bicubic, tv, fbp, ...)."""
+    return {k: v.description for k, v in sorted(_SOLVERS.items()) if baselines or not v.baseline}
