@@ -49,8 +49,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-# Fields that may change between a run and its resumption without changing the result.
-_RESUMABLE = {"steps", "progress", "threads", "ckpt_every", "command"}
+# Fields that may change between a run and its resumption without changing the result ("out": a run
+# folder copied elsewhere, e.g. a committed checkpoint, resumes from its new place).
+_RESUMABLE = {"steps", "progress", "threads", "ckpt_every", "command", "out"}
 
 VAL_CROPS = 64
 """Number of fixed validation crops (of the run's crop size)."""

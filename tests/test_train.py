@@ -29,6 +29,14 @@ def test_resume_is_exact(tmp_path, objective):
         assert torch.equal(a, b)
 
 
+def test_a_copied_run_folder_resumes_exactly(tmp_path):
+    full = train(TINY, out=str(tmp_path / "full"), steps=4)
+    train(TINY, out=str(tmp_path / "half"), steps=2)
+    shutil.copytree(tmp_path / "half", tmp_path / "moved")  # e.g. a checkpoint committed to the repo
+    resumed = train(TINY, out=str(tmp_path / "moved"), steps=4)
+    assert resumed["losses"] == full["losses"]
+
+
 def test_resume_refuses_other_config(tmp_path):
     train(TINY, out=str(tmp_path / "r"), steps=2)
     with pytest.raises(ValueError, match="different configuration"):
