@@ -156,7 +156,9 @@ class Solver:
         counted = CountingPrior(prior)
         before = getattr(prior, "out_of_range", 0)
         start = time.perf_counter()
+        self._guard_state = None
         x, info = self.run(problem, counted, gens)
+        self.flush_guard()
         if self.noiseless_projection and not self.baseline and problem.noise_sigma == 0 and isinstance(problem.operator, LinearPhysics):
             from .linalg import SVD_FLOOR, gaussian_update
 
@@ -199,16 +201,61 @@ class Solver:
     #: |x| beyond this counts as diverged: no signal in the project's units comes near it.
     divergence_bound: ClassVar[float] = 1e10
 
+    #: on a GPU the guard reads its flag back to the host every this many calls (and at the end)
+    guard_every: ClassVar[int] = 10
+
+    @staticmethod
+    def _deferred(x: Tensor) -> bool:
+        """Whether the guard defers its check: on CUDA, where reading a value back is a host
+        synchronisation that stalls the loop; on CPU the read is free and each step is checked."""
+        return x.device.type == "cuda"
+
     def guard(self, x: Tensor, step: int, hint: str, advice: str | None = None) -> None:
         """Raise if x has NaN/Inf or has diverged, naming the step and the hyperparameter to lower
-        (or, when given, ``advice``: what to do instead, for solvers whose cause is not a step size)."""
-        finite = bool(torch.isfinite(x).all())
-        if not finite or float(x.detach().abs().max()) > self.divergence_bound:
-            what = "non-finite values" if not finite else f"values beyond {self.divergence_bound:g} (diverged)"
-            value = getattr(self, hint, None)
-            now = f" (now {value})" if value is not None else ""
-            advice = advice or f"lower {hint}{now} or check the measurement scale"
-            raise FloatingPointError(f"{self.name}: {what} at step {step + 1}/{self.steps}; {advice}")
+        (or, when given, ``advice``: what to do instead, for solvers whose cause is not a step size).
+
+        On CUDA the check stays on the device: a flag records the first bad step (0 = none, 1 =
+        non-finite, 2 = diverged) and is read back every ``guard_every`` calls and when ``solve``
+        ends, so the loop runs without host synchronisations; the error names the first bad step.
+        """
+        xd = x.detach()
+        kind = torch.where(~torch.isfinite(xd).all(), 1,
+                           torch.where(xd.abs().amax() > self.divergence_bound, 2, 0))
+        self._guard_advice = (hint, advice)
+        if not self._deferred(xd):
+            self._raise_if_bad(int(kind), step)
+            return
+        state = getattr(self, "_guard_state", None)
+        if state is None:
+            state = self._guard_state = [torch.zeros((), dtype=torch.long, device=xd.device),
+                                         torch.full((), -1, dtype=torch.long, device=xd.device), 0]
+        first, at, _ = state
+        new = (first == 0) & (kind > 0)
+        state[0] = torch.where(new, kind, first)
+        state[1] = torch.where(new, step, at)
+        state[2] += 1
+        if state[2] % self.guard_every == 0:
+            self.flush_guard()
+
+    def flush_guard(self) -> None:
+        """Read the deferred guard's flag (one host synchronisation) and raise if a step went bad."""
+        state = getattr(self, "_guard_state", None)
+        if state is None:
+            return
+        kind, at = int(state[0]), int(state[1])
+        if kind:
+            self._guard_state = None
+            self._raise_if_bad(kind, at)
+
+    def _raise_if_bad(self, kind: int, step: int) -> None:
+        if not kind:
+            return
+        hint, advice = self._guard_advice
+        what = "non-finite values" if kind == 1 else f"values beyond {self.divergence_bound:g} (diverged)"
+        value = getattr(self, hint, None)
+        now = f" (now {value})" if value is not None else ""
+        advice = advice or f"lower {hint}{now} or check the measurement scale"
+        raise FloatingPointError(f"{self.name}: {what} at step {step + 1}/{self.steps}; {advice}")
 
     @classmethod
     def hyperparameters(cls) -> dict[str, Any]:

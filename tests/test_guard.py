@@ -1,0 +1,77 @@
+"""The divergence guard: exact step on CPU; on a GPU deferred to a device-side flag read every
+``guard_every`` calls, so a solver loop makes no host synchronisation per step."""
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+import invsolve
+from invsolve.evaluation.gmm import make_case
+from invsolve.solvers.base import Solver
+
+
+@dataclass
+class _BadAt(Solver):
+    """Goes non-finite (or diverges) at step ``bad`` + 1 and stays so."""
+
+    name = "bad_at"
+    bad: int = 3
+    blow: str = "nan"
+
+    def run(self, problem, prior, gens):
+        x = torch.zeros(len(problem), *problem.x_shape, dtype=torch.float64)
+        for i in self.iterate():
+            if i >= self.bad:
+                x = x + (float("nan") if self.blow == "nan" else 1e12)
+            self.guard(x, i, "steps")
+        return x, {}
+
+
+@pytest.fixture
+def problem():
+    return make_case(8, 2, 0).problem
+
+
+PRIOR = make_case(8, 2, 0).prior
+
+
+@pytest.mark.parametrize("blow, what", [("nan", "non-finite"), ("big", "diverged")])
+def test_cpu_guard_names_the_first_bad_step(problem, blow, what):
+    with pytest.raises(FloatingPointError, match=rf"{what}.* at step 4/20; lower steps"):
+        _BadAt(steps=20, bad=3, blow=blow).solve(problem, PRIOR)
+
+
+def test_deferred_guard_reads_back_every_k_calls_and_still_names_the_step(problem, monkeypatch):
+    monkeypatch.setattr(Solver, "_deferred", staticmethod(lambda x: True))  # as on CUDA
+    reads = []
+    flush = Solver.flush_guard
+    monkeypatch.setattr(Solver, "flush_guard", lambda self: (reads.append(1), flush(self))[1])
+    _BadAt(steps=25, bad=30).solve(problem, PRIOR)  # never bad: 2 periodic reads + 1 at the end
+    assert len(reads) == 3
+    reads.clear()
+    with pytest.raises(FloatingPointError, match="at step 4/25"):
+        _BadAt(steps=25, bad=3).solve(problem, PRIOR)
+    assert len(reads) == 1  # raised at the first periodic read (call 10), not at step 4
+    reads.clear()
+    with pytest.raises(FloatingPointError, match="at step 23/25"):  # after the last periodic read
+        _BadAt(steps=25, bad=22).solve(problem, PRIOR)
+
+
+def test_deferred_guard_does_not_change_results(problem, monkeypatch):
+    a = invsolve.solve(problem.repeat(3), PRIOR, "dps", steps=12, seed=0).x
+    monkeypatch.setattr(Solver, "_deferred", staticmethod(lambda x: True))
+    b = invsolve.solve(problem.repeat(3), PRIOR, "dps", steps=12, seed=0).x
+    assert torch.equal(a, b)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_no_host_sync_in_the_guard_on_cuda(problem):
+    x = torch.zeros(4, 8, device="cuda")
+    solver = _BadAt(steps=5)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for i in range(5):
+            solver.guard(x, i, "steps")
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
