@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections import defaultdict
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -47,13 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--label", nargs=2, default=["old", "new"])
     args = ap.parse_args(argv)
     old, new = rows(args.old), rows(args.new)
-    cols_new = sorted({k[3] for k in new} - {"floor", "prior"}, key=lambda c: (c.split("@")[0], int(c.split("@")[1])))
+    cols_new = sorted({k[3] for k in new} - {"floor", "prior"},
+                      key=lambda c: (c.split("@")[0], int(c.split("@")[1])))
     cells = sorted({k[:2] for k in new})
-    lines = [f"Sliced Wasserstein to exact posterior samples, {args.label[0]} (experiments/results/{args.old}) / "
+    lines = [(f"Sliced Wasserstein to exact posterior samples, {args.label[0]} (experiments/results/{args.old}) / "
              f"{args.label[1]} (experiments/results/{args.new}), mean ± s.e. over the problems present in both "
              f"runs for that cell and column (n). Same problems (make_case is seeded by d, d_y and the problem "
              f"number), same sample count. Rebuild: python experiments/gmm_compare.py {args.old} {args.new} "
-             f"--label \"{args.label[0]}\" \"{args.label[1]}\"", "",
+             f"--label \"{args.label[0]}\" \"{args.label[1]}\""), "",
              "| d | d_y | n | floor | " + " | ".join(cols_new) + " |", "|---|---|---|---|" + "---|" * len(cols_new)]
     for d, dy in cells:
         probs = sorted({k[2] for k in new if k[:2] == (d, dy)})
