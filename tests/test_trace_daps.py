@@ -154,7 +154,7 @@ def test_problem_likelihood_is_the_paper_form_with_tau_sqrt2_sigma_y():
 def test_lipschitz_step_only_changes_the_step_size(likelihood, ratio):
     """The default step="lipschitz" is the official update with lr_i = c (get_lr factor) / L_i,
     L_i = 1 / sigma_i^2 + (data curvature) in network units, ||A||^2 from the dense matrix here
-    (default lr_min_ratio under this step: 1, no decay)."""
+    (default: the fraction 0.05 and the paper's decay to lr_min_ratio 0.01)."""
     problem, a_net, y_net = linear_case(sigma_y=0.05)
     dense = torch.stack([a_net(e.reshape(1, *SHAPE))[0].flatten()
                          for e in torch.eye(math.prod(SHAPE), dtype=torch.float64)], 1)
@@ -163,8 +163,8 @@ def test_lipschitz_step_only_changes_the_step_size(likelihood, ratio):
     tau = 0.01 if likelihood == "paper" else math.sqrt(2) * 2 * problem.noise_sigma
 
     def lr_at(step, sigma):
-        factor = 1 + step / (N + 1) * ((ratio or 1.0) - 1)
-        return 0.5 * factor / (1 / sigma**2 + 2 * norm2 / tau**2)
+        factor = 1 + step / (N + 1) * ((ratio or 0.01) - 1)
+        return 0.05 * factor / (1 / sigma**2 + 2 * norm2 / tau**2)
 
     res, out = run_both(problem, a_net, y_net, likelihood=likelihood, lr_min_ratio=ratio,
                         official={"lr": None, "tau": tau, "lr_at": lr_at})

@@ -48,7 +48,7 @@ def _run(task, normalize, **kw):
     problem = invsolve.Problem.simulate(op, x, seed=0)
     steps, lr, alpha, samples = 6, 1.0, 0.3, 2
     res = invsolve.solve(problem, prior, "pnp_flow", steps=steps, lr=lr, alpha=alpha, samples=samples,
-                         normalize=normalize, seed=7)
+                         normalize=normalize, data_step="gradient", seed=7)
     if normalize == "lipschitz":  # the paper's step divided by ||A||^2, here from the dense matrix
         eye = torch.eye(C * H * W, dtype=torch.float64).reshape(-1, C, H, W)
         a = torch.stack([op.A(e[None]).reshape(-1) for e in eye], 1)
@@ -67,7 +67,8 @@ def test_published_form(task, kw):
     _run(task, "none", **kw)
 
 
-def test_default_step_is_the_paper_step_over_the_operator_norm():
-    """sr4 (bicubic, ||A||^2 well below 1): the default equals the reference run with lr / ||A||^2."""
+def test_normalised_gradient_step_is_the_paper_step_over_the_operator_norm():
+    """sr4 (bicubic, ||A||^2 well below 1): data_step="gradient" with the default normalisation
+    equals the reference run with lr / ||A||^2 (the default data step is the prox)."""
     res = _run("sr4", "lipschitz")
     assert 0 < float(res.info["op_norm2"]) < 0.5

@@ -18,18 +18,23 @@ like x), so ``lr`` needs no conversion. The solver runs on the prior's own flow 
 prior's units (``flows.FlowFrame``).
 
 Deviations from the official code (each with the option that restores it):
-- Step normalised by the operator: gamma_n = lr (1 - t_n)^alpha / ||A||^2 (``normalize="lipschitz"``,
-  ||A||^2 by power iteration per problem). Every operator of the paper has ||A|| = 1 (masks, a
+- Gradient step normalised by the operator: gamma_n = lr (1 - t_n)^alpha / ||A||^2 (``normalize=
+  "lipschitz"``, ||A||^2 by power iteration per problem). Every operator of the paper has ||A|| = 1 (masks, a
   normalised blur kernel, decimation), where this is the paper's step; elsewhere the paper's step
   diverges once ||A||^2 > 2 (the gradient step stops contracting; the default CT has ||A||^2 ~ 4e3).
   ``normalize="none"`` restores the absolute step.
-- Option ``data_step="prox"``: the proximal step of the negative log-likelihood F instead of the
+- Data step: by default (``data_step="prox"``) the proximal step of the negative log-likelihood F instead of the
   gradient step, z = argmin_z ||A z - y||^2 / (2 sigma_y^2) + ||z - x||^2 / (2 gamma_n), gamma_n =
   lr (1 - t_n)^alpha in network units (alpha defaults to 2 there), in closed form x + A^T (A A^T +
   sigma_y^2 / gamma_n I)^-1 (y - A x) (``linalg.gaussian_update``; noiseless: the floored projection
   onto {A x = y}). A gradient step normalised by ||A||^2 moves a direction of singular value s by
   s^2 / ||A||^2 of its residual, so on CT or deblurring the weak directions are barely fitted; the
-  prox fits every direction as far as sigma_y allows. Needs a linear operator and Gaussian noise.
+  prox fits every direction as far as sigma_y allows. Needs a linear operator and Gaussian noise;
+  ``data_step="gradient"`` is the paper's step (with the normalisation above). Measured with the
+  robustness matrix settings (shipped priors, 32 x 32, 2 crops / the phantom, 100 steps), PSNR
+  gradient -> prox: sparse-view CT sigma_y 0.01 18.0 -> 38.4 dB, noiseless 35.7 -> 43.6; MRI 4x
+  sigma_y 0.01 22.1 -> 24.6; random inpainting sigma_y 0.01 26.9 -> 29.4; Gaussian deblurring
+  sigma_y 0.01 28.2 -> 30.2; SR x4 sigma_y 0 28.6 -> 28.4; one-mode mixture SW 0.42 -> 0.34.
 - Start: x = the network's 0 instead of A^T 1 (the reference's start); the first step is at t_0 = 0,
   where z~ is pure noise, so the start never reaches the network on the native path.
 - sigma_y = 0 works (the reference's lr sigma^2 * grad / sigma^2 is 0 * inf there).
@@ -67,9 +72,10 @@ def _paper(alpha: float) -> Preset:
 @dataclass
 class PnPFlow(Solver):
     """PnP-Flow (Alg. 1): ``steps`` iterations, ``samples`` noise draws averaged in the denoising step
-    (NFE = steps * samples). Defaults: 100 steps, the paper's gradient step with lr = 1 normalised by
-    ||A||^2 and alpha = 0.5 (gamma_n = (1 - t_n)^0.5 / ||A||^2), one draw (the algorithm box; the
-    reference averages 5). ``data_step="prox"``: the proximal step (module docstring)."""
+    (NFE = steps * samples). Defaults: 100 steps, the proximal data step with gamma_n = lr (1 -
+    t_n)^alpha, lr = 1, alpha = 2 (network units), one draw (the algorithm box; the reference
+    averages 5). ``data_step="gradient"``: the paper's step, normalised by ||A||^2 unless
+    ``normalize="none"`` (module docstring)."""
 
     name = "pnp_flow"
     description = "Plug-and-play flow matching: gradient step, re-noise, flow denoiser (Martin et al. 2025)"
@@ -86,7 +92,7 @@ class PnPFlow(Solver):
     lr: float = 1.0
     alpha: float | None = None
     samples: int = 1
-    data_step: str = "gradient"
+    data_step: str = "prox"
     normalize: str = "lipschitz"
 
     def validate(self) -> None:
