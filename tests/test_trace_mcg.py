@@ -94,7 +94,7 @@ def test_mcg_matches_the_official_inpainting_loop(task, kw, steps):
 def test_mcg_batch_uses_per_sample_norms():
     net, prior, _, problem, mask, cond = _setup("inpaint_random", batch=2, missing=0.5,
                                                 noise_sigma=0.025)
-    res = invsolve.solve(problem, prior, "mcg", steps=8, seed=[5, 6])
+    res = invsolve.solve(problem, prior, "mcg", steps=8, projection="hard", seed=[5, 6])
     theirs = Recorder(net)
     out = official_mcg(theirs, NoiseStream([5, 6], 2), problem.x_shape, cond, mask, 8, per_sample=True)
     assert_same_calls(prior.module, theirs)
