@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -318,3 +319,14 @@ def test_module_entry_stays_callable(reference, data_file):
 def test_quick_config_is_valid():
     cfg = load_config(Path(__file__).resolve().parents[1] / "experiments" / "configs" / "quick.yaml")
     assert cfg.name == "quick" and len(cfg.grids) == 2
+
+
+def test_labels_with_a_pipe_keep_the_table_columns(tmp_path, data_file):
+    cfg = make_config(data_file)
+    cfg["grids"] = cfg["grids"][:1]
+    cfg["grids"][0]["operators"][0]["label"] = "noise 5 % of mean |y|"
+    cfg["grids"][0]["solvers"] = [{"name": "ddrm", "steps": 2}]
+    invsolve.evaluate(cfg, tmp_path / "pipe", progress=False)
+    rows = [line for line in (tmp_path / "pipe" / "table.md").read_text().splitlines() if line.startswith("|")]
+    count = {len(re.findall(r"(?<!\\)\|", line)) for line in rows}
+    assert len(count) == 1 and "mean \\|y\\|" in rows[-1]

@@ -124,7 +124,7 @@ def _line(cell: Cell, found: list[dict], metrics: list[str], lead: list[str], no
     secs = mean_se([r["seconds"] for r in ok if _finite(r.get("seconds"))], ".3g")
     nfes = sorted({r["nfe"] for r in ok if r.get("nfe") is not None})
     nfe = "" if not nfes else str(nfes[0]) if len(nfes) == 1 else f"{nfes[0]}-{nfes[-1]}"
-    head = [labels[k] for k in lead]
+    head = [labels[k].replace("|", "\\|") for k in lead]  # a label may hold "|" (mean |sinogram|)
     return "| " + " | ".join(head + [n] + vals + [secs, nfe]) + " |"
 
 
