@@ -4,7 +4,7 @@
    samples the posterior and is compared with exact posterior samples (sliced Wasserstein) beside the
    floor and the prior; scatter plot ``<out>/demo.png``.
 2. Image: the shipped ``natural-rgb`` prior restores a held-out photo (scikit-image's chelsea, never
-   seen in training) from 70 % missing pixels with noise; DDRM and PiGDM against the zero-filled
+   seen in training) from 70 % missing pixels with noise; DDRM, PiGDM and PnP-Flow against the zero-filled
    measurement and skimage's biharmonic inpainting, PSNR printed; figure ``<out>/demo_image.png``.
 """
 
@@ -72,7 +72,7 @@ def _image_demo(seed: int, out: Path, size: int = 64) -> None:
     for label, x_hat in recon.items():
         print(f"  {label:<27} PSNR {psnr(x_hat.clamp(0, 1), x):6.2f} dB")
     # One posterior sample each (not the posterior mean, whose PSNR would be higher).
-    for name, hp in (("ddrm", {"steps": 50}), ("pigdm", {"steps": 20})):
+    for name, hp in (("ddrm", {"steps": 50}), ("pigdm", {"steps": 20}), ("pnp_flow", {"steps": 100})):
         res = invsolve.solve(problem, prior, name, seed=seed, progress=True, **hp)
         recon[f"{name} ({res.nfe} NFE)"] = res.x
         print(f"  {name + ' (' + str(res.nfe) + ' NFE)':<27} PSNR {psnr(res.x.clamp(0, 1), x):6.2f} dB"
