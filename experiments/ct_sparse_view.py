@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
+
+from restoration_common import evaluate_and_print, parser, tune_weight
 
 OUT = Path(__file__).parent / "results" / "ct_sparse_view"
 ANGLES, SIZE, NOISE_FRACTION = 30, 128, 0.05
@@ -51,16 +52,9 @@ def op_spec(sigma: float) -> dict:
 
 
 def tune_baseline(solver: str, n_val: int, out: Path) -> Path:
-    from invsolve.evaluation.tune import tune
-
     data = {"name": "ellipse-phantoms", "n": n_val, "size": SIZE, "split": "val"}
-    cfg = {"name": f"ct-{solver}", "seed": 0, "batch_size": n_val, "threads": 1, "data": data,
-           "operator": op_spec(noise_sigma(data)), "prior": "phantom-ct", "solver": {"name": solver},
-           "space": {"weight": {"type": "categorical", "choices": TUNED[solver]}},
-           "sampler": "grid", "trials": len(TUNED[solver]), "include_base": False}
-    res = tune(cfg, out / "tune" / solver, progress=False)
-    print(f"  {solver:9s} weight {res.best['weight']:<7g} val PSNR {res.value:.2f}")
-    return res.preset
+    return tune_weight(f"ct-{solver}", data, op_spec(noise_sigma(data)), "phantom-ct", solver, TUNED[solver],
+                       out / "tune" / solver, n_val, f"{solver:9s}")
 
 
 def build_config(args: argparse.Namespace, presets: dict[str, Path]) -> dict:
@@ -76,31 +70,17 @@ def build_config(args: argparse.Namespace, presets: dict[str, Path]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=100, help="step budget of every posterior solver")
-    ap.add_argument("--n-val", type=int, default=2, help="validation phantoms (baseline weights)")
-    ap.add_argument("--solvers", default=",".join(SOLVERS), help="comma-separated posterior solvers")
-    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    ap.add_argument("--out", default=str(OUT))
-    ap.add_argument("--quick", action="store_true", help="20 steps")
-    args = ap.parse_args(argv)
+    args = parser(__doc__, SOLVERS, OUT, n_val=2, quick="20 steps").parse_args(argv)
     if args.quick:
         args.steps = 20
     args.solvers = [s for s in args.solvers.split(",") if s]
     import torch
 
-    import invsolve
-
     torch.set_num_threads(1)
     out = Path(args.out)
     print("baseline weights on the validation phantoms:")
     presets = {b: tune_baseline(b, args.n_val, out) for b in TUNED}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # solver warnings are kept in the rows
-        res = invsolve.evaluate(build_config(args, presets), out)
-    print((res / "table.md").read_text())
-    return 0
+    return evaluate_and_print(build_config(args, presets), out)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
+
+from restoration_common import evaluate_and_print, parser, tune_weight
 
 OUT = Path(__file__).parent / "results" / "image_restoration"
 NOISE = 0.025
@@ -58,16 +59,9 @@ def op_spec(task: str) -> dict:
 
 def tune_baseline(task: str, solver: str, args: argparse.Namespace, out: Path) -> Path:
     """The best weight of ``solver`` on ``task`` on the validation crops, as a preset file."""
-    from invsolve.evaluation.tune import tune
-
-    cfg = {"name": f"{task}-{solver}", "seed": 0, "batch_size": 8, "threads": 1,
-           "data": {"name": "natural-rgb-test", "size": args.size, "n": args.n_val, "split": "val"},
-           "operator": op_spec(task), "prior": "natural-rgb", "solver": {"name": solver},
-           "space": {"weight": {"type": "categorical", "choices": TUNED[solver]}},
-           "sampler": "grid", "trials": len(TUNED[solver]), "include_base": False}
-    res = tune(cfg, out / "tune" / f"{task}-{solver}", progress=False)
-    print(f"  {task:16s} {solver:9s} weight {res.best['weight']:<6g} val PSNR {res.value:.2f}")
-    return res.preset
+    data = {"name": "natural-rgb-test", "size": args.size, "n": args.n_val, "split": "val"}
+    return tune_weight(f"{task}-{solver}", data, op_spec(task), "natural-rgb", solver, TUNED[solver],
+                       out / "tune" / f"{task}-{solver}", 8, f"{task:16s} {solver:9s}")
 
 
 def build_config(args: argparse.Namespace, presets: dict[tuple[str, str], Path]) -> dict:
@@ -86,17 +80,10 @@ def build_config(args: argparse.Namespace, presets: dict[tuple[str, str], Path])
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__, SOLVERS, OUT, n_val=4, quick="2 test and 2 validation crops, 20 steps")
     ap.add_argument("--n", type=int, default=8, help="test crops")
-    ap.add_argument("--n-val", type=int, default=4, help="validation crops (baseline weights)")
     ap.add_argument("--size", type=int, default=32, help="crop size in pixels")
-    ap.add_argument("--steps", type=int, default=100, help="step budget of every posterior solver")
     ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks")
-    ap.add_argument("--solvers", default=",".join(SOLVERS), help="comma-separated posterior solvers")
-    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    ap.add_argument("--out", default=str(OUT))
-    ap.add_argument("--quick", action="store_true", help="2 test and 2 validation crops, 20 steps")
     args = ap.parse_args(argv)
     if args.quick:
         args.n, args.n_val, args.steps = 2, 2, 20
@@ -108,17 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
-    import invsolve
-
     torch.set_num_threads(1)
     out = Path(args.out)
     print("baseline weights on the validation crops:")
     presets = {(t, b): tune_baseline(t, b, args, out) for t in args.tasks if t in LINEAR for b in TUNED}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # solver warnings are kept in the rows
-        res = invsolve.evaluate(build_config(args, presets), out)
-    print((res / "table.md").read_text())
-    return 0
+    return evaluate_and_print(build_config(args, presets), out)
 
 
 if __name__ == "__main__":

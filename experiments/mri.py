@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
+
+from restoration_common import evaluate_and_print, parser, tune_weight
 
 OUT = Path(__file__).parent / "results" / "mri"
 NOISE = 0.01
@@ -41,16 +42,10 @@ def op_spec(acceleration: int) -> dict:
 
 
 def tune_baseline(solver: str, acceleration: int, n_val: int, out: Path) -> Path:
-    from invsolve.evaluation.tune import tune
-
-    cfg = {"name": f"mri{acceleration}-{solver}", "seed": 0, "batch_size": n_val, "threads": 1,
-           "data": {"name": "ellipse-phantoms", "n": n_val, "size": 128, "split": "val"},
-           "operator": op_spec(acceleration), "prior": "phantom-ct", "solver": {"name": solver},
-           "space": {"weight": {"type": "categorical", "choices": TUNED[solver]}},
-           "sampler": "grid", "trials": len(TUNED[solver]), "include_base": False}
-    res = tune(cfg, out / "tune" / f"{acceleration}x-{solver}", progress=False)
-    print(f"  {acceleration}x {solver:9s} weight {res.best['weight']:<7g} val PSNR {res.value:.2f}")
-    return res.preset
+    data = {"name": "ellipse-phantoms", "n": n_val, "size": 128, "split": "val"}
+    return tune_weight(f"mri{acceleration}-{solver}", data, op_spec(acceleration), "phantom-ct", solver,
+                       TUNED[solver], out / "tune" / f"{acceleration}x-{solver}", n_val,
+                       f"{acceleration}x {solver:9s}")
 
 
 def build_config(args: argparse.Namespace, presets: dict[tuple[int, str], Path]) -> dict:
@@ -68,31 +63,17 @@ def build_config(args: argparse.Namespace, presets: dict[tuple[int, str], Path])
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=100, help="step budget of every posterior solver")
-    ap.add_argument("--n-val", type=int, default=2, help="validation phantoms (baseline weights)")
-    ap.add_argument("--solvers", default=",".join(SOLVERS), help="comma-separated posterior solvers")
-    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    ap.add_argument("--out", default=str(OUT))
-    ap.add_argument("--quick", action="store_true", help="20 steps")
-    args = ap.parse_args(argv)
+    args = parser(__doc__, SOLVERS, OUT, n_val=2, quick="20 steps").parse_args(argv)
     if args.quick:
         args.steps = 20
     args.solvers = [s for s in args.solvers.split(",") if s]
     import torch
 
-    import invsolve
-
     torch.set_num_threads(1)
     out = Path(args.out)
     print("baseline weights on the validation phantoms:")
     presets = {(a, b): tune_baseline(b, a, args.n_val, out) for a in ACCELERATIONS for b in TUNED}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # solver warnings are kept in the rows
-        res = invsolve.evaluate(build_config(args, presets), out)
-    print((res / "table.md").read_text())
-    return 0
+    return evaluate_and_print(build_config(args, presets), out)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,46 @@
+"""What image_restoration.py, ct_sparse_view.py and mri.py share: the command-line options, the
+validation-split tuning of a classical baseline's weight, and the evaluation run that prints the table."""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+
+
+def parser(doc: str, solvers: tuple[str, ...], out: Path, n_val: int, quick: str) -> argparse.ArgumentParser:
+    """The options every restoration experiment takes (add the script's own after this)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=100, help="step budget of every posterior solver")
+    ap.add_argument("--n-val", type=int, default=n_val, help="validation items (baseline weights)")
+    ap.add_argument("--solvers", default=",".join(solvers), help="comma-separated posterior solvers")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    ap.add_argument("--out", default=str(out))
+    ap.add_argument("--quick", action="store_true", help=quick)
+    return ap
+
+
+def tune_weight(name: str, data: dict, operator: dict, prior: str, solver: str, choices: list[float],
+                path: Path, batch_size: int, label: str) -> Path:
+    """The best ``weight`` of a baseline ``solver`` over ``choices`` on the validation split ``data``
+    (``invsolve tune`` with a grid), written as a preset file under ``path``."""
+    from invsolve.evaluation.tune import tune
+
+    cfg = {"name": name, "seed": 0, "batch_size": batch_size, "threads": 1, "data": data,
+           "operator": operator, "prior": prior, "solver": {"name": solver},
+           "space": {"weight": {"type": "categorical", "choices": choices}},
+           "sampler": "grid", "trials": len(choices), "include_base": False}
+    res = tune(cfg, path, progress=False)
+    print(f"  {label} weight {res.best['weight']:<7g} val PSNR {res.value:.2f}")
+    return res.preset
+
+
+def evaluate_and_print(config: dict, out: Path) -> int:
+    """Run the evaluation (solver warnings stay in the rows) and print its table."""
+    import invsolve
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = invsolve.evaluate(config, out)
+    print((res / "table.md").read_text())
+    return 0
