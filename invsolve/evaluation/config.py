@@ -300,17 +300,22 @@ class GridSpec(_Strict):
         return self
 
 
-class EvalConfig(_Strict):
-    """A whole evaluation: the grids plus run-wide settings (see the module docstring)."""
+class RunSettings(_Strict):
+    """Run-wide settings shared by evaluations and tuning studies."""
 
     name: str = "evaluation"
     seed: int = Field(0, ge=0)
     device: Literal["cpu", "cuda"] = "cpu"
     dtype: Literal["float32", "float64"] = "float32"
     batch_size: int = Field(8, ge=1)
+    threads: int | None = Field(None, ge=1)
+
+
+class EvalConfig(RunSettings):
+    """A whole evaluation: the grids plus run-wide settings (see the module docstring)."""
+
     figure_items: int = Field(3, ge=0)
     lpips_backbone: str | None = None
-    threads: int | None = Field(None, ge=1)
     grids: list[GridSpec] = Field(min_length=1)
 
 

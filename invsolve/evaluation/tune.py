@@ -67,6 +67,7 @@ from .config import (
     MRSlice,
     OperatorSpec,
     PriorSpec,
+    RunSettings,
     SheppLogan,
     SolverSpec,
     _Strict,
@@ -151,15 +152,10 @@ NO_SPLIT = (CTSlice, SheppLogan, MRSlice)
 """Data sets that are single test images: nothing to tune on."""
 
 
-class TuneConfig(_Strict):
+class TuneConfig(RunSettings):
     """A tuning study (see the module docstring for the layout)."""
 
     name: str = "tune"
-    seed: int = Field(0, ge=0)
-    device: Literal["cpu", "cuda"] = "cpu"
-    dtype: Literal["float32", "float64"] = "float32"
-    batch_size: int = Field(8, ge=1)
-    threads: int | None = Field(None, ge=1)
     data: DataSpec
     operator: OperatorSpec | None = None
     prior: PriorSpec | None = None
