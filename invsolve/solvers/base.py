@@ -25,6 +25,7 @@ from invsolve.priors.base import Prior
 from invsolve.problem import Problem
 from invsolve.rng import Seed, make_generators, randn
 
+from .linalg import SVD_FLOOR, gaussian_update
 from .schedules import timesteps
 
 
@@ -159,9 +160,8 @@ class Solver:
         self._guard_state = None
         x, info = self.run(problem, counted, gens)
         self.flush_guard()
-        if self.noiseless_projection and not self.baseline and problem.noise_sigma == 0 and isinstance(problem.operator, LinearPhysics):
-            from .linalg import SVD_FLOOR, gaussian_update
-
+        linear = isinstance(problem.operator, LinearPhysics)
+        if self.noiseless_projection and not self.baseline and problem.noise_sigma == 0 and linear:
             with torch.no_grad():
                 x = gaussian_update(problem.operator, x.detach(), problem.y, 0.0,
                                     floor=getattr(self, "floor", SVD_FLOOR))
