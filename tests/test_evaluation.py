@@ -330,3 +330,30 @@ def test_labels_with_a_pipe_keep_the_table_columns(tmp_path, data_file):
     rows = [line for line in (tmp_path / "pipe" / "table.md").read_text().splitlines() if line.startswith("|")]
     count = {len(re.findall(r"(?<!\\)\|", line)) for line in rows}
     assert len(count) == 1 and "mean \\|y\\|" in rows[-1]
+
+
+def test_posterior_mean_of_several_samples(reference, tmp_path, data_file):
+    """samples: k scores the mean of k chains per item; chain 0 is the one-sample row's own draw, so the
+    mean of 3 differs from it and sits closer to the truth on average (it estimates the posterior mean)."""
+    cfg = make_config(data_file)
+    cfg["grids"] = cfg["grids"][:1]
+    cfg["grids"][0]["solvers"] = [{"name": "ddrm", "steps": 3}, {"name": "ddrm", "steps": 3, "samples": 3}]
+    out = invsolve.evaluate(cfg, tmp_path / "mean", progress=False)
+    rows = list(rows_of(out).values())
+    one = {r["key"]["item"]: r for r in rows if "samples" not in r["key"]["solver"]}
+    mean = {r["key"]["item"]: r for r in rows if r["key"]["solver"].get("samples") == 3}
+    assert len(one) == len(mean) == 4 and all(r["labels"]["solver"] == "ddrm@3 mean of 3" for r in mean.values())
+    ref = {r["key"]["item"]: r for r in rows_of(reference).values() if r["key"]["solver"]["name"] == "ddrm"
+           and "item" in r["key"] and r["key"].get("operator")}
+    for item, r in one.items():  # adding the option changed no single-sample row
+        assert r["metrics"]["psnr"] == pytest.approx(ref[item]["metrics"]["psnr"], rel=1e-9)
+    gain = [mean[i]["metrics"]["psnr"] - one[i]["metrics"]["psnr"] for i in one]
+    assert all(abs(g) > 1e-6 for g in gain) and sum(gain) > 0
+    assert all(r["nfe"] == 3 for r in mean.values())
+
+
+def test_posterior_mean_refused_on_the_mixture(data_file):
+    cfg = make_config(data_file)
+    cfg["grids"][1]["solvers"] = [{"name": "ddrm", "steps": 3, "samples": 2}]
+    with pytest.raises(ValueError, match="data.samples"):
+        load_config(cfg)

@@ -223,12 +223,18 @@ class PriorSpec(_Named):
 
 class SolverSpec(_Named):
     """``invsolve.solve(problem, prior, name, seed=[...], steps=..., preset=..., **hp)``; ``preset`` is
-    passed only when set."""
+    passed only when set.
+
+    ``samples``: the reconstruction scored is the mean of this many posterior samples per item (one
+    batched solve of items x samples chains, chain j of an item seeded from its own stream), an
+    estimate of the posterior mean (the MMSE estimate); NFE stays per chain. Image grids only; the
+    mixture rows already score ``data.samples`` chains per problem."""
 
     name: str
     steps: int | None = Field(None, ge=1)
     preset: str | None = None
     hp: dict[str, Any] = Field(default_factory=dict)
+    samples: int = Field(1, ge=1)
     label: str | None = None
 
     @field_validator("name")
@@ -263,6 +269,8 @@ class SolverSpec(_Named):
             parts.append(f"@{self.steps}")
         if self.hp:
             parts.append("(" + ", ".join(f"{k}={v}" for k, v in sorted(self.hp.items())) + ")")
+        if self.samples > 1:
+            parts.append(f" mean of {self.samples}")
         return "".join(parts)
 
 
@@ -280,6 +288,9 @@ class GridSpec(_Strict):
     @model_validator(mode="after")
     def consistent(self) -> GridSpec:
         if isinstance(self.data, GMMData):
+            if any(s.samples > 1 for s in self.solvers):
+                raise ValueError("solver 'samples' (posterior mean) applies to image grids; the gmm data "
+                                 "set sets its chains per problem with data.samples")
             if self.operators or self.priors:
                 raise ValueError("the gmm data set brings its own operator and prior (make_case); remove "
                                  "'operators' and 'priors' from this grid")

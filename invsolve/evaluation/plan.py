@@ -60,6 +60,8 @@ def solver_key(spec: SolverSpec, task: str | None) -> dict:
     if spec.steps is not None:
         hp["steps"] = spec.steps
     key["hp"] = jsonable(hp)
+    if spec.samples > 1:  # absent for one sample, so single-sample keys stay as they were
+        key["samples"] = spec.samples
     return key
 
 

@@ -15,6 +15,7 @@ process's (exactly in float64 up to BLAS rounding, ~1e-15; timing fields aside).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -212,11 +213,16 @@ class _Runner:
         x = data.x[items].to(device=self.device, dtype=self.dtype)
         op, prior = self.operator(cell), self.prior(cell)
         noise_seeds = [derive_seed(seed, data.ids[i], "noise") for i in items]
-        solver_seeds = [derive_seed(seed, data.ids[i], "solver") for i in items]
+        k = cell.solver.samples
+        # chain 0 of an item uses the single-sample stream, so its first sample is the one-sample row's
+        solver_seeds = [derive_seed(seed, data.ids[i], "solver" if j == 0 else f"solver{j}")
+                        for i in items for j in range(k)]
         problem = invsolve.Problem.simulate(op, x, seed=noise_seeds)
         start = time.perf_counter()
-        res, error, warned = self.solve(cell, problem, prior, solver_seeds)
+        res, error, warned = self.solve(cell, problem.repeat(k) if k > 1 else problem, prior, solver_seeds)
         seconds = time.perf_counter() - start
+        if res is not None and k > 1:  # the posterior-mean estimate of each item
+            res = dataclasses.replace(res, x=res.x.unflatten(0, (len(items), k)).mean(1))
         values, unavailable = ({}, {}) if res is None else self.image_metrics(cell, res.x, x)
         for j, i in enumerate(items):
             images = None
