@@ -258,6 +258,15 @@ def shipped(name: str, device: str | torch.device = "cpu", dtype: torch.dtype = 
     return load_prior(WEIGHTS / name, device=device, dtype=dtype)
 
 
+@register("trained", "a run folder of `invsolve train` (prior.json + model.pt); needs path=")
+def _trained(path: str | None = None, device: str | torch.device = "cpu",
+             dtype: torch.dtype = torch.float32) -> NetworkPrior:
+    if path is None:
+        raise ValueError("prior 'trained' needs path=<run folder of invsolve train> (the folder holding "
+                         "prior.json and model.pt)")
+    return load_prior(path, device=device, dtype=dtype)
+
+
 @register("natural-rgb", "shipped: UNet (EDM) on RGB photo patches from scikit-image, [0, 1]")
 def _natural(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> NetworkPrior:
     return shipped("natural-rgb", device, dtype)

@@ -208,3 +208,20 @@ def test_phantom_prior_denoises_real_ct_slice():
         d = priors.load("phantom-ct").denoise(y[None], torch.tensor([0.1]))[0]
     gain = 10 * torch.log10(((y - x) ** 2).mean() / ((d - x) ** 2).mean())
     assert gain > 8  # measured 11 dB
+
+
+def test_trained_prior_loads_a_run_folder(tmp_path):
+    """priors.load("trained", path=...) takes any invsolve train folder: the shipped folder's copy gives
+    the shipped prior's denoiser; without path, or with a folder lacking model.pt, the error says what to give."""
+    import shutil
+
+    shutil.copytree(hub.WEIGHTS / "phantom-ct", tmp_path / "run")
+    a, b = priors.load("trained", path=str(tmp_path / "run")), priors.load("phantom-ct")
+    x, s = torch.rand(1, 1, 16, 16), torch.tensor([0.2])
+    with torch.no_grad():
+        assert torch.equal(a.denoise(x, s), b.denoise(x, s))
+    with pytest.raises(ValueError, match="needs path="):
+        priors.load("trained")
+    (tmp_path / "run" / "model.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="model.pt is missing"):
+        priors.load("trained", path=str(tmp_path / "run"))
