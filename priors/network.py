@@ -86,7 +86,17 @@ class NetworkPrior(Prior):
         # call it at the noise end t = 0 as the official flow codes do; other paths stop at t_min, t_max.
         velocity_flow = parameterization == "velocity" and isinstance(self.path, P.LinearFlow)
         self.t_range = (0.0, 1.0) if velocity_flow else (self.path.t_min, self.path.t_max)
-        self.out_of_range = 0
+        self._out_of_range: Tensor | int = 0
+
+    @property
+    def out_of_range(self) -> int:
+        """Network queries so far outside the valid noise range (clamped to its ends). Kept as a
+        device tensor while sampling, so counting makes no host synchronisation; reading it does."""
+        return int(self._out_of_range)
+
+    @out_of_range.setter
+    def out_of_range(self, value: int) -> None:
+        self._out_of_range = value
 
     def native_path(self) -> P.Path:
         return self._native
@@ -123,18 +133,23 @@ class NetworkPrior(Prior):
         return P.to_x0(pred.to(like.dtype), self.parameterization, x_t_net, t, self.path)
 
     def denoise(self, x: Tensor, sigma: Tensor) -> Tensor:
+        if not torch.is_tensor(sigma) and float(sigma) <= 0:
+            return x
         sigma = as_sigma(sigma, x)
         zero = sigma <= 0
-        if bool(zero.all()):
+        host = host_reads_free(sigma)
+        if host and bool(zero.all()):
             return x
         lo, hi = self.sigma_range
         outside = (~zero) & ((sigma < lo * (1 - 1e-6)) | (sigma > hi * (1 + 1e-6)))
-        self.out_of_range += int(outside.sum())
+        self._out_of_range = self._out_of_range + outside.sum()
         t = self.path.t_of_sigma(self.scale * sigma.clamp(lo, hi))
         t = t.clamp(self.path.t_min, self.path.t_max)
         x_t = P.bcast(self.path.alpha(t), x) * (self.scale * x + self.shift)
         out = (self._call(x_t, t, x) - self.shift) / self.scale
-        return torch.where(_rows(zero, x), x, out) if bool(zero.any()) else out
+        if host and not bool(zero.any()):
+            return out
+        return torch.where(_rows(zero, x), x, out)
 
     def x0_at(self, x_t: Tensor, t: Tensor | float, path: P.Path | str) -> Tensor:
         """E[x0 | x_t]; on the native path the network is called at exactly time t (no round trip)."""
@@ -144,7 +159,7 @@ class NetworkPrior(Prior):
         t = t.expand(x_t.shape[0]) if t.ndim == 0 else t
         t_lo, t_hi = self.t_range
         outside = (t < t_lo) | (t > t_hi)
-        self.out_of_range += int(outside.sum())
+        self._out_of_range = self._out_of_range + outside.sum()
         t = t.clamp(t_lo, t_hi)
         alpha = P.bcast(self.path.alpha(t), x_t)
         x_t_net = self.scale * x_t + alpha * self.shift  # x_t^net = a x_t + alpha_t shift
@@ -173,14 +188,26 @@ class DenoiserPrior(Prior):
             self.module = fn
 
     def denoise(self, x: Tensor, sigma: Tensor) -> Tensor:
+        if not torch.is_tensor(sigma) and float(sigma) <= 0:
+            return x
         sigma = as_sigma(sigma, x)
         zero = sigma <= 0
-        if bool(zero.all()):
+        host = host_reads_free(sigma)
+        if host and bool(zero.all()):
             return x
         out = self.fn(x, sigma)
         if out.shape != x.shape:
             raise ValueError(f"denoiser returned shape {tuple(out.shape)} for input {tuple(x.shape)}")
-        return torch.where(_rows(zero, x), x, out) if bool(zero.any()) else out
+        if host and not bool(zero.any()):
+            return out
+        return torch.where(_rows(zero, x), x, out)
+
+
+def host_reads_free(t: Tensor) -> bool:
+    """Whether branching on t's values is free: on the CPU. On a GPU it is a host synchronisation per
+    network call, so there the zero-noise rows are selected with torch.where instead (the network then
+    also runs on rows it will not use, only when some sigma is 0)."""
+    return t.device.type == "cpu"
 
 
 def _rows(mask: Tensor, x: Tensor) -> Tensor:

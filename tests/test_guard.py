@@ -75,3 +75,31 @@ def test_no_host_sync_in_the_guard_on_cuda(problem):
             solver.guard(x, i, "steps")
     finally:
         torch.cuda.set_sync_debug_mode(0)
+
+
+def test_network_prior_makes_no_host_reads_when_deferred(monkeypatch):
+    """As on a GPU (host_reads_free False): denoise and x0_at read no tensor value back (no bool / int /
+    float / item on a tensor), count their clamped queries on the device, and give the same values."""
+    from invsolve import priors
+    from invsolve.priors import network
+
+    prior = priors.load("natural-rgb").eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 3, 16, 16, generator=g)
+    sigma = torch.tensor([0.0, 0.3, 1e-6])  # one row at zero noise, one below the valid range
+    t = torch.tensor([0.5, 2e-7, 30.0])
+    with torch.no_grad():
+        ref = prior.denoise(x, sigma), prior.x0_at(x, t, prior.native_path())
+    count = prior.out_of_range
+    monkeypatch.setattr(network, "host_reads_free", lambda t: False)
+    reads = []
+    for name in ("__bool__", "__int__", "__float__", "item"):
+        orig = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _o=orig, _n=name: (reads.append(_n), _o(self, *a))[1])
+    with torch.no_grad():
+        out = prior.denoise(x, sigma), prior.x0_at(x, t, prior.native_path())
+    assert reads == []
+    monkeypatch.undo()
+    assert torch.allclose(out[0], ref[0], atol=1e-6) and torch.equal(out[0][0], x[0])
+    assert torch.allclose(out[1], ref[1], atol=1e-6)
+    assert prior.out_of_range == 2 * count > 0
