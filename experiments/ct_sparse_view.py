@@ -23,11 +23,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from restoration_common import evaluate_and_print, parser, tune_weight
+from restoration_common import evaluate_and_print, parser, posterior_solvers, tune_weight
 
 OUT = Path(__file__).parent / "results" / "ct_sparse_view"
 ANGLES, SIZE, NOISE_FRACTION = 30, 128, 0.05
-SOLVERS = ("diffpir", "pigdm", "dps", "daps", "reddiff")
+SOLVERS = ("diffpir", "pigdm", "dps", "daps", "reddiff", "pnp_flow")
 TUNED = {"tv": [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3], "tikhonov": [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3]}
 """Weight grids. The data term is divided by ||A||^2, the largest of a spread of CT singular values,
 so the weights that balance it are far smaller than for masks or blurs."""
@@ -58,7 +58,7 @@ def tune_baseline(solver: str, n_val: int, out: Path) -> Path:
 
 
 def build_config(args: argparse.Namespace, presets: dict[str, Path]) -> dict:
-    solvers = [{"name": s, "steps": args.steps} for s in args.solvers]
+    solvers = posterior_solvers(args)
     solvers += [{"name": "fbp", "label": "FBP, Hann (baseline)"}]
     solvers += [{"name": b, "preset": str(p), "label": f"{b} (val-tuned)"} for b, p in presets.items()]
     grids = []

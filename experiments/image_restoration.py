@@ -15,6 +15,11 @@ records its refusal in the rows. Baselines (invsolve.evaluation.baselines): bicu
 (inpainting), TV and Tikhonov with the best weight on the validation split (``invsolve tune`` with a
 grid over the weight; presets in OUT/tune/), A^+ y.
 
+Options for the prior comparison of the closing notes: ``--noise`` (sigma_y; the tuned baseline
+weights follow it), ``--samples 1 4`` (each posterior solver also scored on the mean of 4 samples,
+the posterior-mean estimate; NFE per chain), ``--prior-path DIR`` (an ``invsolve train`` run folder
+instead of the shipped prior, e.g. a run in progress).
+
 Writes OUT/{results.jsonl, table.md, grid.png} (default experiments/results/image_restoration).
 Resumable: rerun to continue. Rows are keyed by the prior's name, not its weights: after
 retraining a prior, write to a fresh ``--out``. Small settings: ``--quick`` (2 test crops, 20 steps).
@@ -27,7 +32,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from restoration_common import evaluate_and_print, parser, tune_weight
+from restoration_common import evaluate_and_print, parser, posterior_solvers, tune_weight
 
 OUT = Path(__file__).parent / "results" / "image_restoration"
 NOISE = 0.025
@@ -52,28 +57,30 @@ OTHER = {"sr4": ["bicubic"], "inpaint_box": ["biharmonic"], "inpaint_random": ["
 LINEAR = {"sr4", "inpaint_box", "inpaint_random", "blur_gauss", "blur_motion"}
 
 
-def op_spec(task: str) -> dict:
+def op_spec(task: str, noise: float = NOISE) -> dict:
     name, kwargs = TASKS[task]
-    return {"name": name, "noise_sigma": NOISE, "kwargs": kwargs, "label": task}
+    return {"name": name, "noise_sigma": noise, "kwargs": kwargs, "label": task}
 
 
 def tune_baseline(task: str, solver: str, args: argparse.Namespace, out: Path) -> Path:
     """The best weight of ``solver`` on ``task`` on the validation crops, as a preset file."""
     data = {"name": "natural-rgb-test", "size": args.size, "n": args.n_val, "split": "val"}
-    return tune_weight(f"{task}-{solver}", data, op_spec(task), "natural-rgb", solver, TUNED[solver],
+    return tune_weight(f"{task}-{solver}", data, op_spec(task, args.noise), "natural-rgb", solver, TUNED[solver],
                        out / "tune" / f"{task}-{solver}", 8, f"{task:16s} {solver:9s}")
 
 
 def build_config(args: argparse.Namespace, presets: dict[tuple[str, str], Path]) -> dict:
     grids = []
+    prior = "natural-rgb" if args.prior_path is None else \
+        {"name": "trained", "kwargs": {"path": args.prior_path}, "label": Path(args.prior_path).name}
     for task in args.tasks:
-        solvers = [{"name": s, "steps": args.steps} for s in args.solvers]
+        solvers = posterior_solvers(args)
         solvers += [{"name": b, "label": f"{b} (baseline)"} for b in OTHER.get(task, [])]
         solvers += [{"name": b, "preset": str(presets[task, b]), "label": f"{b} (val-tuned)"}
                     for b in TUNED if (task, b) in presets]
         solvers.append({"name": "pinv", "label": "A⁺y (baseline)"})
         grids.append({"data": {"name": "natural-rgb-test", "size": args.size, "n": args.n},
-                      "operators": [op_spec(task)], "priors": ["natural-rgb"], "solvers": solvers,
+                      "operators": [op_spec(task, args.noise)], "priors": [prior], "solvers": solvers,
                       "metrics": ["psnr", "ssim", "rel_l2"]})
     return {"name": "image_restoration", "seed": 0, "device": args.device, "batch_size": args.n,
             "figure_items": 2, "threads": 1 if args.device == "cpu" else None, "grids": grids}
@@ -84,7 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=8, help="test crops")
     ap.add_argument("--size", type=int, default=32, help="crop size in pixels")
     ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks")
+    ap.add_argument("--noise", type=float, default=NOISE, help="sigma_y on [0, 1] images")
+    ap.add_argument("--prior-path", default=None, help="an invsolve train run folder (default: the "
+                    "shipped natural-rgb)")
     args = ap.parse_args(argv)
+    if args.noise < 0:
+        print("--noise must be >= 0", file=sys.stderr)
+        return 2
     if args.quick:
         args.n, args.n_val, args.steps = 2, 2, 20
     args.tasks = [t for t in args.tasks.split(",") if t]

@@ -24,7 +24,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from restoration_common import evaluate_and_print, parser, tune_weight
+from restoration_common import evaluate_and_print, parser, posterior_solvers, tune_weight
 
 OUT = Path(__file__).parent / "results" / "mri"
 NOISE = 0.01
@@ -52,7 +52,7 @@ def build_config(args: argparse.Namespace, presets: dict[tuple[int, str], Path])
     grids = []
     for data in DATA:
         for acc in ACCELERATIONS:
-            solvers = [{"name": s, "steps": args.steps} for s in args.solvers]
+            solvers = posterior_solvers(args)
             solvers.append({"name": "zero_filled", "label": "zero-filled (baseline)"})
             solvers += [{"name": b, "preset": str(presets[acc, b]), "label": f"{b} (val-tuned)"}
                         for b in TUNED]

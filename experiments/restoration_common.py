@@ -17,7 +17,19 @@ def parser(doc: str, solvers: tuple[str, ...], out: Path, n_val: int, quick: str
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--out", default=str(out))
     ap.add_argument("--quick", action="store_true", help=quick)
+    ap.add_argument("--samples", type=int, nargs="+", default=[1],
+                    help="score each posterior solver on the mean of k samples (the posterior-mean "
+                    "estimate; NFE per chain), for each k given")
     return ap
+
+
+def posterior_solvers(args: argparse.Namespace) -> list[dict]:
+    """Config entries of the posterior solvers of ``args.solvers`` at ``args.steps``, one per
+    ``args.samples`` value k (k > 1: scored on the mean of k samples)."""
+    if min(args.samples) < 1:
+        raise SystemExit("--samples must be >= 1")
+    return [{"name": s, "steps": args.steps, **({"samples": k} if k > 1 else {})}
+            for s in args.solvers for k in args.samples]
 
 
 def tune_weight(name: str, data: dict, operator: dict, prior: str, solver: str, choices: list[float],
