@@ -41,3 +41,26 @@ def test_dry_run_prints_config_and_published_numbers(name, capsys):
     assert module.main(module.PAPER, module.__doc__, ["--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "grids:" in out and PUBLISHED[name] in out and "arXiv" in out
+
+
+def test_robustness_recheck_lists_flagged_cells_on_the_mean(tmp_path):
+    """matrix() flags a cell > 1 dB below pinv (one-sample rows only); recheck_table() reports the same
+    cell on its mean-of-k rows and says whether it is still flagged; recheck_config() asks for k samples."""
+    import json
+
+    module = _load("robustness")
+
+    def row(solver, psnr, samples=None):
+        s = {"name": solver, **({"samples": samples} if samples else {})}
+        return {"key": {"operator": {"name": "sr4"}, "noise_sigma": 0.0, "solver": s},
+                "metrics": {"psnr": psnr}, "error": None}
+
+    rows = [row("pinv", 28.0), row("dps", 26.0), row("ddrm", 27.5), row("dps", 28.5, 4)]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text, cells = module.matrix(tmp_path)
+    assert cells == [("sr4", 0.0, "dps")] and "**26.00**" in text and "28.50" not in text
+    table, still = module.recheck_table(tmp_path, cells, 4)
+    assert still == 0 and "| sr4 | 0 | dps | 28.00 | 26.00 | 28.50 | no |" in table
+    cfg = module.recheck_config(cells, 4, 32, 2)
+    assert cfg["grids"][0]["solvers"] == [{"name": "dps", "samples": 4}]
+    assert module.recheck_config([], 4, 32, 2) is None
