@@ -114,6 +114,7 @@ def test_cli_tune_and_failed_trials(tmp_path, capsys):
     ({"metric": "psnr"}, "metric sw"),
     ({"test": {"name": "gmm", "n": 2, "split": "val"}}, "split: test"),
     ({"sampler": "grid"}, "categorical parameters only"),
+    ({"solver": {"name": "ddrm", "steps": 3, "samples": 4}}, "for evaluation grids"),
 ])
 def test_config_errors(patch, message):
     with pytest.raises(ValueError, match=message):

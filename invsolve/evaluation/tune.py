@@ -204,6 +204,9 @@ class TuneConfig(RunSettings):
                                  f"{sorted(k for k in valid if k != 'progress')}")
             if name in self.solver.hp or (name == "steps" and self.solver.steps is not None):
                 raise ValueError(f"space: {name!r} is also fixed in 'solver'; fix it or search it")
+        if self.solver.samples != 1:
+            raise ValueError("solver.samples (posterior mean) is for evaluation grids; a study scores "
+                             "one sample per item: remove 'samples'")
         if self.sampler == "grid" and not all(isinstance(p, CategoricalParam)
                                               for p in self.space.values()):
             raise ValueError("sampler: grid needs categorical parameters only (list the values)")
@@ -219,7 +222,9 @@ class TuneConfig(RunSettings):
 
     def study_fingerprint(self) -> str:
         """A hash of everything that determines the trials (not the budget, not the test data)."""
-        d = self.model_dump(mode="json", exclude={"trials", "test", "batch_size", "device", "threads"})
+        # solver.samples is always 1 here (validated) and left out, so studies made before it existed resume
+        d = self.model_dump(mode="json", exclude={"trials": True, "test": True, "batch_size": True,
+                                                  "device": True, "threads": True, "solver": {"samples"}})
         return hashlib.sha256(canonical(d).encode()).hexdigest()[:16]
 
 
