@@ -209,7 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.recheck:
         cfg = recheck_config(cells, args.recheck, args.size, args.n)
         if cfg is not None:
-            invsolve.evaluate(cfg, args.out)
+            matrix_cfg = args.out / "config.yaml"
+            kept = matrix_cfg.read_text() if matrix_cfg.exists() else None
+            invsolve.evaluate(cfg, args.out)  # writes config.yaml: keep the matrix's, file the recheck's
+            matrix_cfg.replace(args.out / "recheck_config.yaml")
+            if kept is not None:
+                matrix_cfg.write_text(kept)
         extra, _ = recheck_table(args.out, cells, args.recheck)
         text += "\n\n" + extra
     (args.out / "matrix.md").write_text(header + text + "\n")
