@@ -96,7 +96,12 @@ Deviations from the official code (each restorable, or without effect on the res
   of the official per-step ``randn_like``; batch-independent).
 Option ``mcmc="exact"`` (linear operator, Gaussian data term): step 2 draws x0 from
 N(x0; x0_hat, sigma_i^2 I) N(y; A x0, v I) exactly (perturb-then-solve, ``DAPS.exact_step``), the
-distribution the Langevin chain approximates, in one draw instead of ``mcmc_steps`` gradient steps.
+distribution the Langevin chain approximates, in one draw instead of ``mcmc_steps`` gradient steps;
+the last level returns that Gaussian's mean. Measured on sparse-view CT (Shepp-Logan 32 x 32, default
+operator, 1000 NFE): 34.7 / 31.9 dB at sigma_y 0.01 / 0.05 where the Langevin default gives 17.7 / 17.7
+(its step, set by the largest curvature, hardly moves the weak CT directions). On photos it is worse
+(inpainting, SR: 16-19 dB): with r = sigma_i every direction y does not see gets noise of std sigma_i
+at each level, far more than the Langevin chain, started at x0_hat, adds.
 """
 
 from __future__ import annotations
@@ -357,11 +362,14 @@ class DAPS(Solver):
             return (self.tau / y_scale) ** 2
         return float(problem.noise_sigma) ** 2
 
-    def exact_step(self, problem, x0_hat: Tensor, r: float, var: float, gens) -> Tensor:
+    def exact_step(self, problem, x0_hat: Tensor, r: float, var: float, gens, mean: bool = False) -> Tensor:
         """A draw from p(x0 | x_t, y) ~ N(x0; x0_hat, r^2 I) N(y; A x0, var I), exactly: perturb
         then solve (Papandreou & Yuille 2010), x' = x0_hat + r eps, y' = y + sqrt(var) eps_y,
         x0 = x' + A^T (A A^T + var / r^2 I)^-1 (y' - A x'); for var = 0 the projection of x' onto
-        {A x = y} (singular-value floor: directions below it keep x', i.e. the prior draw)."""
+        {A x = y} (singular-value floor: directions below it keep x', i.e. the prior draw).
+        ``mean``: that Gaussian's mean instead of a draw (no perturbation)."""
+        if mean:
+            return gaussian_update(problem.operator, x0_hat, problem.y, var / r**2)
         x_pert = x0_hat + r * self.randn(gens, problem)
         y = problem.y
         if var > 0:
@@ -425,7 +433,11 @@ class DAPS(Solver):
             s = sigmas[i]
             with torch.no_grad():
                 x0_hat = self.ode_x0(prior, x, s, self.ode_sigma_min / scale)  # step 1
-                x0 = self.exact_step(problem, x0_hat, s, var, gens)  # step 2
+                # step 2; at the last level the Gaussian's mean: its spread r = sigma_min is the
+                # approximation's, not the posterior's (a draw adds noise of std sigma_min everywhere
+                # y is blind; the Langevin chain, started at x0_hat with small steps, adds little of it)
+                last = i + 1 == self.steps
+                x0 = self.exact_step(problem, x0_hat, s, var, gens, mean=last)
             self.guard(x0, i, "sigma_min", advice="the exact step failed; check the operator and y")
             if i + 1 < self.steps:
                 x = x0 + sigmas[i + 1] * self.randn(gens, problem)  # step 3: re-noise
