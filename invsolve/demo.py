@@ -91,14 +91,14 @@ def _image_demo(seed: int, out: Path, size: int = 64, steps: int = 100) -> None:
     sigma = 0.05 * float(operators.build("ct_sparse", img_size=ct_shape, angles=30).A(ct_x).abs().mean())
     ct = operators.build("ct_sparse", img_size=ct_shape, angles=30, noise_sigma=sigma)
     panels = _demo_task(ct, ct_x, priors.load("phantom-ct").eval(), "tv", {"weight": CT_TV_WEIGHT}, steps,
-                        seed, "sparse-view CT", psnr, picture="fbp")
+                        seed, "sparse-view CT", psnr, picture="fbp", progress=True)  # ~1 min
     rows.append(("sparse-view CT", panels))
     _plot_rows(rows, out / "demo_image.png")
     print(f"figure: {out / 'demo_image.png'}")
 
 
 def _demo_task(op, x, prior, base: str, base_hp: dict, steps: int, seed: int, title: str, psnr,
-               picture: str | None = None) -> dict[str, torch.Tensor]:
+               picture: str | None = None, progress: bool = False) -> dict[str, torch.Tensor]:
     """Solve one demo task with its baseline and PnP-Flow; print the PSNR row; return the panels.
     ``picture``: a baseline whose output stands for the measurement (FBP for a sinogram); otherwise y
     itself (blur, inpainting) or y upsampled by pixel repetition (SR)."""
@@ -110,7 +110,7 @@ def _demo_task(op, x, prior, base: str, base_hp: dict, steps: int, seed: int, ti
     else:
         shown = torch.nn.functional.interpolate(problem.y, size=x.shape[-2:], mode="nearest")
     b = invsolve.solve(problem, prior, base, **base_hp).x
-    res = invsolve.solve(problem, prior, "pnp_flow", steps=steps, seed=seed, progress=False)
+    res = invsolve.solve(problem, prior, "pnp_flow", steps=steps, seed=seed, progress=progress)
     pb, pf = psnr(b.clamp(0, 1), x), psnr(res.x.clamp(0, 1), x)
     extra = f"   (FBP {psnr(shown.clamp(0, 1), x):.2f} dB)" if picture == "fbp" else ""
     base_label = base + (f" (weight {base_hp['weight']:g})" if "weight" in base_hp else "")
