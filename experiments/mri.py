@@ -29,7 +29,7 @@ from restoration_common import evaluate_and_print, parser, posterior_solvers, tu
 OUT = Path(__file__).parent / "results" / "mri"
 NOISE = 0.01
 ACCELERATIONS = (4, 8)
-SOLVERS = ("pigdm", "diffpir", "dps", "daps", "reddiff")
+SOLVERS = ("pnp_flow", "pigdm", "diffpir", "dps", "reddiff", "daps")
 TUNED = {"tv": [0.001, 0.003, 0.01, 0.03, 0.1], "tikhonov": [1e-5, 1e-4, 1e-3, 1e-2, 0.1]}
 DATA = ({"name": "ellipse-phantoms", "n": 2, "size": 128}, {"name": "shepp-logan", "size": 128},
         {"name": "mr-slice"})
