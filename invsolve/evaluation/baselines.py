@@ -251,10 +251,11 @@ class Tikhonov(Solver):
 @register
 @dataclass
 class FBP(Solver):
-    """Filtered back-projection with a windowed ramp filter (``skimage.transform.iradon``; CT only).
+    """Filtered back-projection with a windowed ramp filter (``operators.CT.fbp``; CT only), in
+    the operator's own projector geometry (skimage's ``iradon`` on deepinv's sinograms lost ~4 dB).
 
     ``filter``: "hann" (default; the Learned Primal-Dual baseline), "ramp", "shepp-logan", "cosine",
-    "hamming". Parallel-beam operators only (skimage's geometry, which ``operators.CT`` follows).
+    "hamming". Parallel-beam operators only.
     """
 
     name = "fbp"
@@ -264,7 +265,7 @@ class FBP(Solver):
     filter: str = "hann"
 
     def validate(self) -> None:
-        if self.filter not in ("ramp", "shepp-logan", "cosine", "hamming", "hann"):
+        if self.filter not in ("ramp", "shepp-logan", "cosine", "hamming", "hann"):  # operators.tomography.WINDOWS
             raise ValueError(f"fbp: filter must be ramp, shepp-logan, cosine, hamming or hann, got "
                              f"{self.filter!r}")
 
@@ -272,8 +273,6 @@ class FBP(Solver):
         return 0
 
     def run(self, problem, prior, gens) -> tuple[Tensor, dict]:
-        from skimage.transform import iradon
-
         from invsolve.operators.tomography import CT
 
         op = problem.operator
@@ -281,13 +280,8 @@ class FBP(Solver):
             raise ValueError(f"fbp needs a parallel-beam CT operator (ct_sparse, ct_limited); got "
                              f"{type(op).__name__} (use tikhonov or tv)")
         like = self.like(problem)
-        theta = op.radon.theta.detach().cpu().double().numpy() if hasattr(op, "radon") else None
-        if theta is None:
-            raise ValueError("fbp: cannot read the projection angles of this CT operator")
-        n = problem.x_shape[-1]
-        out = [iradon(s[0], theta=theta, filter_name=self.filter, circle=False, output_size=n)
-               for s in problem.y.detach().cpu().double().numpy()]
-        x = torch.from_numpy(np.stack(out))[:, None].to(like)
+        with torch.no_grad():
+            x = op.fbp(problem.y.to(op.dtype), window=self.filter).to(like)
         return _clip(x, prior), {"baseline": f"fbp ({self.filter})"}
 
 
