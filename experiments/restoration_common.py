@@ -20,6 +20,8 @@ def parser(doc: str, solvers: tuple[str, ...], out: Path, n_val: int, quick: str
     ap.add_argument("--samples", type=int, nargs="+", default=[1],
                     help="score each posterior solver on the mean of k samples (the posterior-mean "
                     "estimate; NFE per chain), for each k given")
+    ap.add_argument("--samples-for", nargs="+", default=None, metavar="SOLVER",
+                    help="apply --samples k > 1 to these solvers only (default: all)")
     return ap
 
 
@@ -28,8 +30,9 @@ def posterior_solvers(args: argparse.Namespace) -> list[dict]:
     ``args.samples`` value k (k > 1: scored on the mean of k samples)."""
     if min(args.samples) < 1:
         raise SystemExit("--samples must be >= 1")
+    only = getattr(args, "samples_for", None)
     return [{"name": s, "steps": args.steps, **({"samples": k} if k > 1 else {})}
-            for s in args.solvers for k in args.samples]
+            for s in args.solvers for k in args.samples if k == 1 or only is None or s in only]
 
 
 def tune_weight(name: str, data: dict, operator: dict, prior: str, solver: str, choices: list[float],
