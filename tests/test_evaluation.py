@@ -357,3 +357,21 @@ def test_posterior_mean_refused_on_the_mixture(data_file):
     cfg["grids"][1]["solvers"] = [{"name": "ddrm", "steps": 3, "samples": 2}]
     with pytest.raises(ValueError, match="data.samples"):
         load_config(cfg)
+
+
+def test_measurement_picture_of_a_large_adjoint_is_rescaled_not_blank():
+    """When A^+ y and A^T y both leave the data range (CT: A^T scales by ~||A||^2, a clipped panel is
+    blank), A^T y is shown mapped onto the data range; an in-range A^+ y is shown as it is."""
+    from invsolve import operators
+    from invsolve.evaluation.report import measurement_image
+
+    g = torch.Generator().manual_seed(0)
+    op = operators.Matrix(100 * torch.randn(6, 16, generator=g, dtype=torch.float64))
+    x = torch.rand(2, 16, generator=g, dtype=torch.float64)
+    y = op.A(x) + 50 * torch.randn(2, 6, generator=g, dtype=torch.float64)
+    m, kind = measurement_image(op, y, (16,))
+    assert kind == "Aᵀy (rescaled)" and torch.allclose(m.amin(1), torch.zeros(2, dtype=m.dtype))
+    assert torch.allclose(m.amax(1), torch.ones(2, dtype=m.dtype))
+    mask = operators.build("inpaint_random", img_size=(1, 8, 8), missing=0.5)
+    xi = torch.rand(1, 1, 8, 8, generator=g)
+    assert measurement_image(mask, mask.A(xi), (1, 8, 8))[1] == "A⁺y"

@@ -30,20 +30,32 @@ def measurement_image(op, y: Tensor, x_shape: tuple, data_range: tuple[float, fl
 
     Linear operators: A^+ y (deepinv's A_dagger) unless the pseudo-inverse blows the noise up beyond
     the data range (more than 5 % of the pixels more than 10 % of the range outside it, as in
-    deblurring), then A^T y. Other operators: y itself when it has the image's shape, else None.
+    deblurring), then A^T y, mapped per image onto the data range when it too falls outside (CT: A^T
+    scales by about ||A||^2, and clipped it shows as a blank panel). Other operators: y itself when it
+    has the image's shape, else None.
     """
     from deepinv.physics import LinearPhysics
+
+    lo, hi = data_range
+
+    def in_range(m: Tensor) -> bool:
+        tol = 0.1 * (hi - lo)
+        return float(((m < lo - tol) | (m > hi + tol)).float().mean()) <= 0.05
 
     with torch.no_grad():
         if isinstance(op, LinearPhysics):
             m = op.A_dagger(y)
-            if tuple(m.shape[1:]) == tuple(x_shape):
-                lo, hi = data_range
-                tol = 0.1 * (hi - lo)
-                if float(((m < lo - tol) | (m > hi + tol)).float().mean()) <= 0.05:
-                    return m, "A⁺y"
+            if tuple(m.shape[1:]) == tuple(x_shape) and in_range(m):
+                return m, "A⁺y"
             t = op.A_adjoint(y)
-            return (t, "Aᵀy") if tuple(t.shape[1:]) == tuple(x_shape) else (None, "A⁺y")
+            if tuple(t.shape[1:]) != tuple(x_shape):
+                return None, "A⁺y"
+            if in_range(t):
+                return t, "Aᵀy"
+            t = t.real if t.is_complex() else t
+            t_lo = t.flatten(1).min(1).values.reshape(-1, *[1] * (t.ndim - 1))
+            t_hi = t.flatten(1).max(1).values.reshape(-1, *[1] * (t.ndim - 1))
+            return lo + (hi - lo) * (t - t_lo) / (t_hi - t_lo).clamp_min(1e-12), "Aᵀy (rescaled)"
     return (y, "y") if tuple(y.shape[1:]) == tuple(x_shape) else (None, "y")
 
 
