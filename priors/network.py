@@ -133,23 +133,16 @@ class NetworkPrior(Prior):
         return P.to_x0(pred.to(like.dtype), self.parameterization, x_t_net, t, self.path)
 
     def denoise(self, x: Tensor, sigma: Tensor) -> Tensor:
-        if not torch.is_tensor(sigma) and float(sigma) <= 0:
-            return x
-        sigma = as_sigma(sigma, x)
-        zero = sigma <= 0
-        host = host_reads_free(sigma)
-        if host and bool(zero.all()):
-            return x
+        return skip_zero_noise(x, sigma, self._denoise)
+
+    def _denoise(self, x: Tensor, sigma: Tensor, zero: Tensor) -> Tensor:
         lo, hi = self.sigma_range
         outside = (~zero) & ((sigma < lo * (1 - 1e-6)) | (sigma > hi * (1 + 1e-6)))
         self._out_of_range = self._out_of_range + outside.sum()
         t = self.path.t_of_sigma(self.scale * sigma.clamp(lo, hi))
         t = t.clamp(self.path.t_min, self.path.t_max)
         x_t = P.bcast(self.path.alpha(t), x) * (self.scale * x + self.shift)
-        out = (self._call(x_t, t, x) - self.shift) / self.scale
-        if host and not bool(zero.any()):
-            return out
-        return torch.where(_rows(zero, x), x, out)
+        return (self._call(x_t, t, x) - self.shift) / self.scale
 
     def x0_at(self, x_t: Tensor, t: Tensor | float, path: P.Path | str) -> Tensor:
         """E[x0 | x_t]; on the native path the network is called at exactly time t (no round trip)."""
@@ -188,19 +181,13 @@ class DenoiserPrior(Prior):
             self.module = fn
 
     def denoise(self, x: Tensor, sigma: Tensor) -> Tensor:
-        if not torch.is_tensor(sigma) and float(sigma) <= 0:
-            return x
-        sigma = as_sigma(sigma, x)
-        zero = sigma <= 0
-        host = host_reads_free(sigma)
-        if host and bool(zero.all()):
-            return x
+        return skip_zero_noise(x, sigma, self._denoise)
+
+    def _denoise(self, x: Tensor, sigma: Tensor, zero: Tensor) -> Tensor:
         out = self.fn(x, sigma)
         if out.shape != x.shape:
             raise ValueError(f"denoiser returned shape {tuple(out.shape)} for input {tuple(x.shape)}")
-        if host and not bool(zero.any()):
-            return out
-        return torch.where(_rows(zero, x), x, out)
+        return out
 
 
 def host_reads_free(t: Tensor) -> bool:
@@ -208,6 +195,24 @@ def host_reads_free(t: Tensor) -> bool:
     network call, so there the zero-noise rows are selected with torch.where instead (the network then
     also runs on rows it will not use, only when some sigma is 0)."""
     return t.device.type == "cpu"
+
+
+def skip_zero_noise(x: Tensor, sigma: Tensor | float, fn: Callable[[Tensor, Tensor, Tensor], Tensor]
+                    ) -> Tensor:
+    """``fn(x, sigma, zero)`` (sigma as a (B,) tensor, ``zero`` its rows at sigma <= 0) with those rows
+    returned as x: the denoiser at zero noise is the identity. Without host reads where they stall
+    (``host_reads_free``); on the CPU an all-zero sigma skips the call."""
+    if not torch.is_tensor(sigma) and float(sigma) <= 0:
+        return x
+    sigma = as_sigma(sigma, x)
+    zero = sigma <= 0
+    host = host_reads_free(sigma)
+    if host and bool(zero.all()):
+        return x
+    out = fn(x, sigma, zero)
+    if host and not bool(zero.any()):
+        return out
+    return torch.where(_rows(zero, x), x, out)
 
 
 def _rows(mask: Tensor, x: Tensor) -> Tensor:
