@@ -88,6 +88,25 @@ def test_darcy_training_set_is_in_units_of_a(tmp_path):
     assert prior.scale * 12.0 + prior.shift == pytest.approx(1.0)
 
 
+def test_phantoms_supersampled_edges_and_scales():
+    from invsolve.priors.datasets import ellipse_phantoms, training_data
+
+    hard, soft = ellipse_phantoms(3, 32, seed=5), ellipse_phantoms(3, 32, seed=5, supersample=4)
+    assert soft.shape == hard.shape == (3, 1, 32, 32) and 0 <= soft.min() and soft.max() <= 1
+    # the same ellipses: the two differ only along edges, where the supersampled set has
+    # partial-volume values the hard-edged one lacks
+    assert (soft - hard).abs().mean() < 0.05 and (soft != hard).float().mean() < 0.4
+    levels = lambda t: len(torch.unique((t * 1000).round()))
+    assert levels(soft) > 2 * levels(hard)
+    with pytest.raises(ValueError, match="supersample"):
+        ellipse_phantoms(1, 16, supersample=0)
+    sampler, info = training_data("phantom-ct", 64, scales=(1.0, 0.5))
+    assert info["scales"] == [1.0, 0.5] and "supersample=4" in info["split"]["train"]
+    assert len(sampler.images) == 2000 and {tuple(im.shape[-2:]) for im in sampler.images} == {(128, 128), (64, 64)}
+    with pytest.raises(ValueError, match="darcy"):
+        training_data("darcy", 16, scales=(1.0, 0.5))
+
+
 # --- your own data: a folder of images or a tensor file -------------------------------------------
 
 def _png_folder(folder, n=3, size=(24, 28), mode="RGB", seed=0):
