@@ -36,11 +36,8 @@ def measurement_image(op, y: Tensor, x_shape: tuple, data_range: tuple[float, fl
     """
     from deepinv.physics import LinearPhysics
 
-    lo, hi = data_range
-
     def in_range(m: Tensor) -> bool:
-        tol = 0.1 * (hi - lo)
-        return float(((m < lo - tol) | (m > hi + tol)).float().mean()) <= 0.05
+        return _in_range(m, data_range)
 
     with torch.no_grad():
         if isinstance(op, LinearPhysics):
@@ -52,11 +49,23 @@ def measurement_image(op, y: Tensor, x_shape: tuple, data_range: tuple[float, fl
                 return None, "A⁺y"
             if in_range(t):
                 return t, "Aᵀy"
-            t = t.real if t.is_complex() else t
-            t_lo = t.flatten(1).min(1).values.reshape(-1, *[1] * (t.ndim - 1))
-            t_hi = t.flatten(1).max(1).values.reshape(-1, *[1] * (t.ndim - 1))
-            return lo + (hi - lo) * (t - t_lo) / (t_hi - t_lo).clamp_min(1e-12), "Aᵀy (rescaled)"
+            return _fit_range(t.real if t.is_complex() else t, data_range), "Aᵀy (rescaled)"
     return (y, "y") if tuple(y.shape[1:]) == tuple(x_shape) else (None, "y")
+
+
+def _in_range(m: Tensor, data_range: tuple[float, float]) -> bool:
+    """At most 5 % of the values more than 10 % of the range outside it."""
+    lo, hi = data_range
+    tol = 0.1 * (hi - lo)
+    return float(((m < lo - tol) | (m > hi + tol)).float().mean()) <= 0.05
+
+
+def _fit_range(t: Tensor, data_range: tuple[float, float]) -> Tensor:
+    """Each image of the batch ``t`` mapped affinely onto ``data_range`` (its min to lo, max to hi)."""
+    lo, hi = data_range
+    t_lo = t.flatten(1).min(1).values.reshape(-1, *[1] * (t.ndim - 1))
+    t_hi = t.flatten(1).max(1).values.reshape(-1, *[1] * (t.ndim - 1))
+    return lo + (hi - lo) * (t - t_lo) / (t_hi - t_lo).clamp_min(1e-12)
 
 
 def mean_se(values: list[float], fmt: str) -> str:
@@ -190,8 +199,11 @@ def grid_figure(plan: Plan, rows: dict[str, dict], out: Path, path: Path) -> boo
         images = next(row["images"] for row in found if row and row.get("images"))
         rng = cells[0].data.data_range
         _display(axes[r, 0], _load(out, images.get("truth")), rng, "truth")
-        _display(axes[r, 1], _load(out, images.get("measurement")), rng,
-                 f"{images.get('measurement_kind', 'A⁺y')} (clipped)")
+        meas, kind = _load(out, images.get("measurement")), images.get("measurement_kind", "A⁺y")
+        if kind == "Aᵀy" and meas is not None and not _in_range(meas, rng):
+            # rows written before measurement_image rescaled an out-of-range A^T y (CT)
+            meas, kind = _fit_range(meas[None], rng)[0], "Aᵀy (rescaled)"
+        _display(axes[r, 1], meas, rng, f"{kind} (clipped)" if "rescaled" not in kind else kind)
         labels = cells[0].labels()
         axes[r, 0].set_ylabel(f"{labels['operator']}\n{labels['prior']}\nitem {i}", fontsize=6)
         for j, (cell, row) in enumerate(zip(cells, found)):
