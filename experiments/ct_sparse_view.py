@@ -23,7 +23,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from restoration_common import evaluate_and_print, parser, posterior_solvers, tune_weight
+from restoration_common import (
+    evaluate_and_print,
+    parser,
+    posterior_solvers,
+    prior_spec,
+    tune_weight,
+)
 
 OUT = Path(__file__).parent / "results" / "ct_sparse_view"
 ANGLES, SIZE, NOISE_FRACTION = 30, 128, 0.05
@@ -63,14 +69,14 @@ def build_config(args: argparse.Namespace, presets: dict[str, Path]) -> dict:
     solvers += [{"name": b, "preset": str(p), "label": f"{b} (val-tuned)"} for b, p in presets.items()]
     grids = []
     for data in ({"name": "shepp-logan", "size": SIZE}, {"name": "ct-slice"}):
-        grids.append({"data": data, "operators": [op_spec(noise_sigma(data))], "priors": ["phantom-ct"],
+        grids.append({"data": data, "operators": [op_spec(noise_sigma(data))], "priors": [prior_spec(args)],
                       "solvers": solvers, "metrics": ["psnr", "ssim", "rel_l2"]})
     return {"name": "ct_sparse_view", "seed": 0, "device": args.device, "batch_size": 1,
             "figure_items": 1, "threads": 1 if args.device == "cpu" else None, "grids": grids}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser(__doc__, SOLVERS, OUT, n_val=2, quick="20 steps").parse_args(argv)
+    args = parser(__doc__, SOLVERS, OUT, n_val=2, quick="20 steps", prior="phantom-ct").parse_args(argv)
     if args.quick:
         args.steps = 20
     args.solvers = [s for s in args.solvers.split(",") if s]

@@ -32,7 +32,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from restoration_common import evaluate_and_print, parser, posterior_solvers, tune_weight
+from restoration_common import (
+    evaluate_and_print,
+    parser,
+    posterior_solvers,
+    prior_spec,
+    tune_weight,
+)
 
 OUT = Path(__file__).parent / "results" / "image_restoration"
 NOISE = 0.025
@@ -71,8 +77,7 @@ def tune_baseline(task: str, solver: str, args: argparse.Namespace, out: Path) -
 
 def build_config(args: argparse.Namespace, presets: dict[tuple[str, str], Path]) -> dict:
     grids = []
-    prior = "natural-rgb" if args.prior_path is None else \
-        {"name": "trained", "kwargs": {"path": args.prior_path}, "label": Path(args.prior_path).name}
+    prior = prior_spec(args)
     for task in args.tasks:
         solvers = posterior_solvers(args)
         solvers += [{"name": b, "label": f"{b} (baseline)"} for b in OTHER.get(task, [])]
@@ -87,13 +92,12 @@ def build_config(args: argparse.Namespace, presets: dict[tuple[str, str], Path])
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = parser(__doc__, SOLVERS, OUT, n_val=4, quick="2 test and 2 validation crops, 20 steps")
+    ap = parser(__doc__, SOLVERS, OUT, n_val=4, quick="2 test and 2 validation crops, 20 steps",
+                prior="natural-rgb")
     ap.add_argument("--n", type=int, default=8, help="test crops")
     ap.add_argument("--size", type=int, default=32, help="crop size in pixels")
     ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks")
     ap.add_argument("--noise", type=float, default=NOISE, help="sigma_y on [0, 1] images")
-    ap.add_argument("--prior-path", default=None, help="an invsolve train run folder (default: the "
-                    "shipped natural-rgb)")
     args = ap.parse_args(argv)
     if args.noise < 0:
         print("--noise must be >= 0", file=sys.stderr)

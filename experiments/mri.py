@@ -24,7 +24,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from restoration_common import evaluate_and_print, parser, posterior_solvers, tune_weight
+from restoration_common import (
+    evaluate_and_print,
+    parser,
+    posterior_solvers,
+    prior_spec,
+    tune_weight,
+)
 
 OUT = Path(__file__).parent / "results" / "mri"
 NOISE = 0.01
@@ -56,14 +62,14 @@ def build_config(args: argparse.Namespace, presets: dict[tuple[int, str], Path])
             solvers.append({"name": "zero_filled", "label": "zero-filled (baseline)"})
             solvers += [{"name": b, "preset": str(presets[acc, b]), "label": f"{b} (val-tuned)"}
                         for b in TUNED]
-            grids.append({"data": data, "operators": [op_spec(acc)], "priors": ["phantom-ct"],
+            grids.append({"data": data, "operators": [op_spec(acc)], "priors": [prior_spec(args)],
                           "solvers": solvers, "metrics": ["psnr", "ssim", "rel_l2"]})
     return {"name": "mri", "seed": 0, "device": args.device, "batch_size": 2, "figure_items": 1,
             "threads": 1 if args.device == "cpu" else None, "grids": grids}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser(__doc__, SOLVERS, OUT, n_val=2, quick="20 steps").parse_args(argv)
+    args = parser(__doc__, SOLVERS, OUT, n_val=2, quick="20 steps", prior="phantom-ct").parse_args(argv)
     if args.quick:
         args.steps = 20
     args.solvers = [s for s in args.solvers.split(",") if s]

@@ -8,8 +8,10 @@ import warnings
 from pathlib import Path
 
 
-def parser(doc: str, solvers: tuple[str, ...], out: Path, n_val: int, quick: str) -> argparse.ArgumentParser:
-    """The options every restoration experiment takes (add the script's own after this)."""
+def parser(doc: str, solvers: tuple[str, ...], out: Path, n_val: int, quick: str,
+           prior: str) -> argparse.ArgumentParser:
+    """The options every restoration experiment takes (add the script's own after this);
+    ``prior``: the shipped prior the experiment uses unless ``--prior-path`` names a run folder."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=100, help="step budget of every posterior solver")
     ap.add_argument("--n-val", type=int, default=n_val, help="validation items (baseline weights)")
@@ -22,7 +24,17 @@ def parser(doc: str, solvers: tuple[str, ...], out: Path, n_val: int, quick: str
                     "estimate; NFE per chain), for each k given")
     ap.add_argument("--samples-for", nargs="+", default=None, metavar="SOLVER",
                     help="apply --samples k > 1 to these solvers only (default: all)")
+    ap.add_argument("--prior-path", default=None, help="an invsolve train run folder, e.g. a run in "
+                    f"progress under runs/ (default: the shipped {prior}); use a fresh --out with it")
+    ap.set_defaults(shipped_prior=prior)
     return ap
+
+
+def prior_spec(args: argparse.Namespace) -> str | dict:
+    """The config entry of the posterior solvers' prior: the shipped one or ``--prior-path``'s run."""
+    if args.prior_path is None:
+        return args.shipped_prior
+    return {"name": "trained", "kwargs": {"path": args.prior_path}, "label": Path(args.prior_path).name}
 
 
 def posterior_solvers(args: argparse.Namespace) -> list[dict]:

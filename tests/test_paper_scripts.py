@@ -64,3 +64,23 @@ def test_robustness_recheck_lists_flagged_cells_on_the_mean(tmp_path):
     cfg = module.recheck_config(cells, 4, 32, 2)
     assert cfg["grids"][0]["solvers"] == [{"name": "dps", "samples": 4}]
     assert module.recheck_config([], 4, 32, 2) is None
+
+
+@pytest.mark.parametrize("name,shipped", [("image_restoration", "natural-rgb"), ("ct_sparse_view", "phantom-ct"),
+                                          ("mri", "phantom-ct")])
+def test_restoration_scripts_take_a_run_folder_as_prior(name, shipped, tmp_path):
+    """--prior-path puts a training run (e.g. one in progress under runs/) in place of the shipped
+    prior for every posterior solver; without it the shipped prior is used."""
+    module = _load(name)
+    ap = module.parser(module.__doc__, module.SOLVERS, tmp_path, n_val=1, quick="", prior=shipped)
+    for argv, expected in (([], shipped),
+                           (["--prior-path", str(tmp_path / "my-run")],
+                            {"name": "trained", "kwargs": {"path": str(tmp_path / "my-run")}, "label": "my-run"})):
+        args = ap.parse_args(argv)
+        args.solvers = ["pigdm"]
+        if name == "image_restoration":
+            args.tasks, args.n, args.size, args.noise = ["sr4"], 1, 16, 0.02
+        presets = {k: tmp_path / "preset.yaml" for k in ((a, b) for a in getattr(module, "ACCELERATIONS", ())
+                                                          for b in module.TUNED)}
+        config = module.build_config(args, presets)
+        assert [g["priors"] for g in config["grids"]] == [[expected]] * len(config["grids"])
