@@ -1,5 +1,6 @@
 """Options that replace a solver's data step by an exact Gaussian update (``linalg.gaussian_update``):
-DAPS ``mcmc="exact"``, PnP-Flow ``data_step="prox"``, FlowChef ``normalize="gram"``; and the
+DAPS ``mcmc="exact"``, PnP-Flow ``data_step="prox"``, FlowChef ``normalize="gram"``, the DAPS Langevin
+chain started at its target's mean (``chain_start="mean"``); and the
 noiseless projection every solver ends with."""
 
 import pytest
@@ -11,14 +12,16 @@ from invsolve.evaluation import sliced_wasserstein
 from invsolve.evaluation.gmm import make_case
 from invsolve.solvers.linalg import gaussian_update
 
-OPTIONS = [("daps", {"mcmc": "exact"}), ("pnp_flow", {"data_step": "prox"}), ("flowchef", {"normalize": "gram"})]
+OPTIONS = [("daps", {"mcmc": "exact"}), ("pnp_flow", {"data_step": "prox"}), ("flowchef", {"normalize": "gram"}),
+           ("daps", {"chain_start": "mean"})]
 
 
 @pytest.mark.parametrize(("name", "hp", "fraction"), [(*OPTIONS[0], 0.15), (*OPTIONS[1], 0.03),
-                                                       (*OPTIONS[2], 0.06)])
+                                                       (*OPTIONS[2], 0.06), (*OPTIONS[3], 0.12)])
 def test_options_sample_near_a_single_mode_posterior(name, hp, fraction):
     """MCGdiff mixture d = 8, d_y = 2, problem 0 (one mode): SW to the exact posterior is a small
-    fraction of the prior's (measured: DAPS exact 1.80, PnP prox 0.34, FlowChef gram 0.66; prior 18.2)."""
+    fraction of the prior's (measured: DAPS exact 1.80, PnP prox 0.34, FlowChef gram 0.66, DAPS mean start
+    1.59 (2.06 from x0_hat); prior 18.2)."""
     case = make_case(8, 2, 0)
     exact = case.posterior.sample(500, seed=1)
     prior_sw = sliced_wasserstein(case.prior.sample(500, seed=3), exact)

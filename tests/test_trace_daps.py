@@ -96,6 +96,7 @@ def linear_case(seed=0, sigma_y=0.025):
 def run_both(problem, a_net, y_net, seed=3, official=None, **hp):
     net = tiny_net()
     ours, theirs = Recorder(net), Recorder(net)
+    hp = {"chain_start": "x0_hat", **hp}  # the official chain starts at x0_hat
     res = invsolve.solve(problem, daps_prior(ours), "daps", steps=N, ode_steps=ODE_N,
                          mcmc_steps=MCMC_N, seed=seed, **hp)
     out = official_daps(theirs, a_net, y_net, NoiseStream(seed, len(problem)), **(official or {}))
@@ -186,7 +187,8 @@ def test_paper_presets():
     one = DAPS.preset_values("paper", "sr4")
     assert one == {"steps": 200, "ode_steps": 5, "mcmc_steps": 100, "lr": 1e-4,
                    "lr_min_ratio": 0.01, "tau": 0.01, "sigma_max": 100.0, "sigma_min": 0.1,
-                   "ode_sigma_min": 0.01, "step": "fixed", "likelihood": "paper"}
+                   "ode_sigma_min": 0.01, "step": "fixed", "likelihood": "paper",
+                   "chain_start": "x0_hat"}
     lrs = {"blur_gauss": 1e-4, "blur_motion": 5e-5, "inpaint_box": 5e-5, "inpaint_random": 1e-4,
            "hdr": 2e-5}
     assert {t: DAPS.preset_values("paper", t)["lr"] for t in lrs} == lrs
