@@ -159,11 +159,12 @@ def test_daps_lipschitz_step_is_stable_where_a_fixed_step_diverges():
 def test_daps_lipschitz_curvature_is_the_operator_norm():
     """The rank-one case where deepinv's power iteration stops at its first iterate (3e-9 for
     0.49)."""
-    from invsolve.solvers.daps import DAPS
+    from invsolve.solvers.linalg import operator_norm2
 
     case = make_case(80, 1, 4, sigma_y=0.1)
     exact = torch.linalg.matrix_norm(case.problem.operator.matrix, 2) ** 2
-    norm2 = DAPS._operator_norm2(case.problem.repeat(3))
+    problem = case.problem.repeat(3)
+    norm2 = operator_norm2(problem.operator, problem.x_shape, problem.y, len(problem))
     torch.testing.assert_close(norm2, exact.expand(3), rtol=1e-6, atol=0)
 
 
@@ -210,3 +211,26 @@ def test_daps_noiseless_and_poisson():
                                         torch.rand(1, 8, dtype=torch.float64) + 0.5, seed=0)
     with pytest.raises(ValueError, match="likelihood='paper'"):
         invsolve.solve(poisson, case.prior, "daps", steps=2)
+
+
+@pytest.mark.parametrize("name", ["dps", "mcg"])
+def test_dps_step_is_invariant_to_the_operator_scale(name):
+    """normalize="auto" divides zeta by max(1, ||A||): DPS (and MCG's gradient step) on (c A, c y)
+    with ||A|| = 1, c = 60 (a CT-sized operator) is DPS on (A, y), where the paper's step
+    (normalize="none") moves x c times further."""
+    case = make_case(8, 2, 0, sigma_y=0.05)
+    g = torch.Generator().manual_seed(3)
+    m = torch.randn(2, 8, generator=g, dtype=torch.float64)
+    m = m / torch.linalg.matrix_norm(m, 2)
+    x = case.prior.sample(3, seed=1)
+    unit = invsolve.Problem.simulate(operators.Matrix(m, noise_sigma=0.05), x, seed=2)
+    big = invsolve.Problem(operators.Matrix(60 * m, noise_sigma=3.0), 60 * unit.y)
+    kw = {"steps": 20, "seed": 0}
+    a = invsolve.solve(unit, case.prior, name, normalize="none", **kw).x
+    b = invsolve.solve(big, case.prior, name, **kw)
+    torch.testing.assert_close(b.x, a, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(b.info["op_norm"], torch.full((3,), 60.0, dtype=torch.float64))
+    c = invsolve.solve(big, case.prior, name, normalize="none", **kw).x
+    assert (c - a).abs().max() > 1e-2
+    with pytest.raises(ValueError, match="normalize"):
+        invsolve.solve(unit, case.prior, name, normalize="lipschitz", steps=2)

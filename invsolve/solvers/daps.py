@@ -133,7 +133,7 @@ from invsolve.paths import bcast
 from invsolve.rng import randn
 
 from .base import Preset, Solver, karras_sigmas
-from .linalg import gaussian_update
+from .linalg import gaussian_update, operator_norm2
 from .registry import register
 
 _REPO = "zhangbingliang2019/DAPS"
@@ -293,32 +293,6 @@ class DAPS(Solver):
         return problem.misfit, var / tau**2, 1 / var  # = ||y - A x||^2 / (2 tau^2)
 
     @staticmethod
-    def _operator_norm2(problem) -> Tensor:
-        """Per-sample ||A||^2 of a linear operator: power iteration on A^T A.
-
-        Written here because deepinv's ``compute_sqnorm`` stops when the Rayleigh quotient changes
-        by less than an absolute tol from zero, so a small or rank-one operator can stop at the
-        first, nearly orthogonal, iterate (seen on the mixture benchmark: 3e-9 for ||A||^2 = 0.49).
-        Same start vector for every sample: batch-independent.
-        """
-        op = problem.operator
-        dtype = problem.y.real.dtype
-        x = torch.randn(problem.x_shape, generator=torch.Generator().manual_seed(0), dtype=dtype)
-        x = x.to(problem.y.device).expand(len(problem), *problem.x_shape).clone()
-        dims = tuple(range(1, x.ndim))
-        norm2 = torch.zeros(len(problem), dtype=dtype, device=x.device)
-        with torch.no_grad():
-            for _ in range(1000):
-                x = x / x.pow(2).sum(dims, keepdim=True).sqrt().clamp_min(1e-300)
-                y = op.A_adjoint_A(x).real
-                new = (x * y).sum(dims)  # Rayleigh quotient of the unit x
-                done = ((new - norm2).abs() <= 1e-9 * new.abs()).all()
-                norm2, x = new, y
-                if done:
-                    break
-        return norm2
-
-    @staticmethod
     def _jacobian_norm2(problem, x: Tensor, v: Tensor, iters: int) -> tuple[Tensor, Tensor]:
         """Per-sample ||J_A(x)||^2 of a nonlinear operator and the next power-iteration vector, by
         ``iters`` power iterations on J^T J from ``v``: J v by central differences (works through
@@ -350,7 +324,8 @@ class DAPS(Solver):
                              "noise is not Gaussian; use likelihood='paper' (the official squared "
                              "residual) or step='fixed' with the paper's lr (network units)")
         if isinstance(problem.operator, LinearPhysics):
-            return True, self._operator_norm2(problem), None
+            norm2 = operator_norm2(problem.operator, problem.x_shape, problem.y.real, len(problem))
+            return True, norm2, None
         dtype = problem.y.real.dtype
         v = torch.randn(problem.x_shape, generator=torch.Generator().manual_seed(0), dtype=dtype)
         return False, None, v.to(problem.y.device).expand(len(problem), *problem.x_shape).clone()

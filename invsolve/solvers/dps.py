@@ -22,7 +22,7 @@ from torch import Tensor
 from invsolve import paths as P
 
 from .base import Preset, Solver, ddim_step, path_coefs, solver_path, start_state
-from .linalg import require_linear
+from .linalg import operator_norm2, require_linear
 from .registry import register
 from .schedules import timesteps
 
@@ -55,6 +55,15 @@ class DPS(Solver):
     100 steps, 26.4 / 28.9 at 300, 28.2 / 26.2 at 1000; 32x32 blur_gauss (15x15, std 2) 26.1 / 29.5
     at 100 steps, 29.1 / 29.2 at 1000; 64x64 at 100 steps sr4 20.3 / 25.6 (22.5 at 0.5), blur_gauss
     25.4 / 28.4 (26.9 at 0.5). 1.0 stays close at 1000 steps and is far ahead at fewer.
+
+    ``normalize`` (an addition of this project): "auto" (default) divides zeta by max(1, ||A||)
+    for a linear operator (||A|| by power iteration, reported as ``info["op_norm"]``); "none" is
+    the paper's step. The gradient of ||y - A x0_hat|| grows with ||A||, and the paper's zeta was
+    tuned on masks, blurs and down-sampling, whose norms are at most 1, so nothing changes there;
+    on a larger operator the step would move x ||A|| times further (sparse-view CT: ||A|| ~ 60) and
+    DPS returned garbage: noiseless CT 32 x 32 (robustness matrix, 1000 steps) 15.2 dB, 35.1 with
+    the normalised step (A^+ y 34.9). With it DPS on (c A, c y) is DPS on (A, y) for ||A|| <= 1
+    (tests/test_solvers.py). Nonlinear operators keep the paper's step.
 
     ``likelihood``: "auto" follows the problem's noise model; "gaussian" the plain residual (Alg. 1);
     "poisson" the residual weighted by Lambda = diag(1 / (2 y)), ||(y - A x0_hat) / sqrt(2 y)||
@@ -91,12 +100,16 @@ class DPS(Solver):
     clip: bool = True
     path: str | None = None
     spacing: str = "guided"
+    normalize: str = "auto"
 
     LIKELIHOODS: ClassVar[tuple[str, ...]] = ("auto", "gaussian", "poisson", "poisson_code")
 
     def validate(self) -> None:
         if self.zeta < 0:
             raise ValueError(f"{self.name}: zeta must be >= 0, got {self.zeta}")
+        if self.normalize not in ("auto", "none"):
+            raise ValueError(f"{self.name}: normalize must be 'auto' or 'none' (the paper's), "
+                             f"got {self.normalize!r}")
         if self.likelihood not in self.LIKELIHOODS:
             raise ValueError(f"{self.name}: likelihood must be one of {self.LIKELIHOODS}, "
                              f"got {self.likelihood!r}")
@@ -136,6 +149,10 @@ class DPS(Solver):
         like = self.like(problem)
         x = start_state(path, ts[0], self.randn(gens, problem))  # line 1: x_N ~ N(0, I)
         zeta = self.zeta / prior.data_scale  # the paper's zeta acts on network units
+        info = {}
+        op_norm = self.operator_norm(problem, like)
+        if op_norm is not None:
+            zeta, info["op_norm"] = zeta / P.bcast(op_norm.clamp_min(1.0), x), op_norm
         scale, center = float(prior.data_scale), float(prior.data_center)
         lo_hi = prior.data_range if self.clip else None
         one, zero = torch.ones((), dtype=like.dtype), torch.zeros((), dtype=like.dtype)
@@ -154,4 +171,15 @@ class DPS(Solver):
                 x = x - zeta * grad  # line 7: measurement gradient step
                 x = self.project(problem, prior, x, (a_t, s_t), (a_s, s_s), gens)
             self.guard(x, i, "zeta")
-        return x.detach(), {"residual_norm": norms.detach()}
+        return x.detach(), {"residual_norm": norms.detach(), **info}
+
+    def operator_norm(self, problem, like: Tensor) -> Tensor | None:
+        """Per-sample ||A|| under ``normalize="auto"`` for a linear operator (power iteration),
+        else None. The step is divided by max(1, ||A||): the gradient of ||y - A x0_hat|| scales with
+        ||A||, so the paper's zeta, tuned on masks, blurs and down-sampling (||A|| <= 1), would move
+        x ||A|| times further on a larger operator (sparse-view CT: ||A|| ~ 60)."""
+        from deepinv.physics import LinearPhysics
+
+        if self.normalize == "none" or not isinstance(problem.operator, LinearPhysics):
+            return None
+        return operator_norm2(problem.operator, problem.x_shape, like, len(problem)).sqrt()

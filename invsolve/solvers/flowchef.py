@@ -51,8 +51,8 @@ from torch import Tensor
 from invsolve import paths as P
 
 from .base import Preset, Solver
-from .flows import FlowFrame, operator_norm2
-from .linalg import gaussian_update
+from .flows import FlowFrame
+from .linalg import gaussian_update, operator_norm2
 from .registry import register
 
 _SRC = ("FlowChef/FlowChef inverseproblems/pixel_models/rfpp/inverseproblems_flowchef.sh "

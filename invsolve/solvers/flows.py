@@ -95,33 +95,6 @@ class FlowFrame:
         return v, x1
 
 
-def operator_norm2(operator, x_shape: tuple[int, ...], like: Tensor, batch: int, rtol: float = 1e-9,
-                   max_iter: int = 1000) -> Tensor:
-    """Per-sample ||A||^2 (the largest eigenvalue of A^T A) by power iteration, shape (batch,).
-
-    Stops when the Rayleigh quotient changes by less than ``rtol`` relative (deepinv's
-    ``compute_sqnorm`` stops on an absolute change, which ends too early for a small or rank-one
-    operator; see DAPS's ``_likelihood_curvature``). The same fixed start vector for every sample, so
-    the result does not depend on the batch.
-    """
-    x = torch.randn(x_shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    x = x.to(dtype=like.dtype, device=like.device).expand(batch, *x_shape).clone()
-    dims = tuple(range(1, x.ndim))
-    norm2 = torch.zeros(batch, dtype=like.dtype, device=like.device)
-    with torch.no_grad():
-        for _ in range(max_iter):
-            x = x / x.pow(2).sum(dims, keepdim=True).sqrt().clamp_min(1e-300)
-            y = operator.A_adjoint_A(x).real
-            new = (x * y).sum(dims)  # Rayleigh quotient of the unit x
-            done = bool(((new - norm2).abs() <= rtol * new.abs()).all())
-            norm2, x = new, y
-            if done:
-                break
-    if not bool((norm2 > 0).all()):
-        raise ValueError("the operator maps everything to 0 (||A|| = 0): nothing to reconstruct from")
-    return norm2
-
-
 def back_projection(problem, kind: str, center: float, var: float, floor: float = SVD_FLOOR) -> Tensor:
     """An image from y about ``center`` (the operator-unit value the network sees as 0), for linear A:
 

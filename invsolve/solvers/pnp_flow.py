@@ -52,8 +52,8 @@ from torch import Tensor
 from invsolve import paths as P
 
 from .base import Preset, Solver
-from .flows import FlowFrame, operator_norm2
-from .linalg import gaussian_update
+from .flows import FlowFrame
+from .linalg import gaussian_update, operator_norm2
 from .registry import register
 
 _SRC = "annegnx/PnP-Flow scripts/script_test.sh (pnp_flow lines), config/method_config/pnp_flow.yaml"
