@@ -5,7 +5,7 @@
 
 The shipped ``natural-rgb`` prior is a deepinv ``Denoiser`` (``prior(x, sigma)``, images in [0, 1]),
 so both libraries call the same network on the same measurement (same operator object, same y) with
-the same number of network calls. Settings matched where the two parameterise the same thing:
+the same number of steps. Settings matched where the two parameterise the same thing:
 DDRM eta = 0.85, eta_b = 1; DiffPIR lambda = 7, zeta = 0.3 (deepinv's default 0.1 -> invsolve's);
 DPS: deepinv's weight is on the residual norm in [0, 1] units, invsolve's zeta in [-1, 1] units, so
 weight = zeta / 2 = 0.5 is the same step (deepinv's default 1.0 is twice it). What stays different
@@ -17,7 +17,10 @@ DPS's clip (invsolve: [0, 1] as the official clip_denoised; deepinv: [-1, 1]).
 Tasks: random inpainting (70% missing), bicubic x4 super-resolution (not decomposable: no DDRM in
 either library), Gaussian deblurring (9 x 9, std 2, circular); sigma_y = 0.02; crops of the held-out
 photo (chelsea). Runs alternate ours / theirs (order flipped per crop) so load hits both alike.
-Time ratio = sum of our wall times / sum of theirs; PSNR = mean over crops.
+Time ratio = sum of our wall times / sum of theirs; PSNR = mean over crops. Network calls are counted
+on both sides (a forward hook on the prior's module): deepinv's DDRM ends at sigma = 0, where the
+prior returns x without calling the network, so it makes one call fewer than its steps; the time per
+network call is the ratio at equal work.
 Writes benchmarks/results/vs_deepinv.json.
 """
 
@@ -95,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     info = C.machine(args.threads)
     print(C.describe(info), "\n", flush=True)
     prior = priors.load("natural-rgb")
+    calls = {"n": 0}  # network forward passes (the prior skips the network at sigma = 0)
+    prior.module.register_forward_hook(lambda *_: calls.__setitem__("n", calls["n"] + 1))
     xs = crops(args.crops, args.size)
     steps = {"ddrm": args.ddrm_steps, "diffpir": args.diffpir_steps, "dps": args.dps_steps}
     rows, summary = [], []
@@ -113,26 +118,35 @@ def main(argv: list[str] | None = None) -> int:
                 for who in order:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
+                        calls["n"] = 0
                         start = time.perf_counter()
                         out = runs[who](problem)
                         wall = time.perf_counter() - start
-                    cell[who].append({"seconds": wall, "psnr": float(C.psnr(out, x).mean())})
+                    cell[who].append({"seconds": wall, "psnr": float(C.psnr(out, x).mean()),
+                                      "network_calls": calls["n"]})
                     rows.append({"task": task, "method": method, "who": who, "crop": i, **cell[who][-1]})
             t_o = sum(r["seconds"] for r in cell["ours"])
             t_t = sum(r["seconds"] for r in cell["theirs"])
             p_o = statistics.mean(r["psnr"] for r in cell["ours"])
             p_t = statistics.mean(r["psnr"] for r in cell["theirs"])
-            summary.append([task, method, steps[method], t_o / len(xs), t_t / len(xs), t_o / t_t, p_o, p_t])
+            n_o = sum(r["network_calls"] for r in cell["ours"])
+            n_t = sum(r["network_calls"] for r in cell["theirs"])
+            per_call = (t_o / n_o) / (t_t / n_t)
+            summary.append([task, method, steps[method], t_o / len(xs), t_t / len(xs), t_o / t_t, n_o // len(xs),
+                            n_t // len(xs), per_call, p_o, p_t])
             print(f"  {task:14s} {method:8s} ours {t_o / len(xs):6.2f} s {p_o:5.2f} dB   "
-                  f"deepinv {t_t / len(xs):6.2f} s {p_t:5.2f} dB   time ratio {t_o / t_t:.3f}", flush=True)
+                  f"deepinv {t_t / len(xs):6.2f} s {p_t:5.2f} dB   time ratio {t_o / t_t:.3f}, "
+                  f"per network call {per_call:.3f} ({n_o // len(xs)} / {n_t // len(xs)} calls)", flush=True)
     print(f"\ninvsolve vs deepinv.sampling, natural-rgb prior, {len(xs)} crops {args.size} x {args.size} "
           f"of chelsea, sigma_y = {NOISE}\n")
     print(C.table(["task", "method", "steps", "ours (s)", "deepinv (s)", "time ours / deepinv",
+                   "network calls ours", "network calls deepinv", "time per call ours / deepinv",
                    "PSNR ours (dB)", "PSNR deepinv (dB)"], summary))
     out = C.write(args.out, info, {"settings": {"crops": len(xs), "size": args.size, "steps": steps,
                                                 "noise_sigma": NOISE, "tasks": TASKS, "preset": args.preset},
                                    "summary": [dict(zip(["task", "method", "steps", "ours_s", "deepinv_s",
-                                                         "time_ratio", "psnr_ours", "psnr_deepinv"], r,
+                                                         "time_ratio", "calls_ours", "calls_deepinv",
+                                                         "time_per_call_ratio", "psnr_ours", "psnr_deepinv"], r,
                                                         strict=True)) for r in summary],
                                    "rows": rows})
     print(f"\nwrote {out}")
