@@ -36,18 +36,15 @@ def measurement_image(op, y: Tensor, x_shape: tuple, data_range: tuple[float, fl
     """
     from deepinv.physics import LinearPhysics
 
-    def in_range(m: Tensor) -> bool:
-        return _in_range(m, data_range)
-
     with torch.no_grad():
         if isinstance(op, LinearPhysics):
             m = op.A_dagger(y)
-            if tuple(m.shape[1:]) == tuple(x_shape) and in_range(m):
+            if tuple(m.shape[1:]) == tuple(x_shape) and _in_range(m, data_range):
                 return m, "A⁺y"
             t = op.A_adjoint(y)
             if tuple(t.shape[1:]) != tuple(x_shape):
                 return None, "A⁺y"
-            if in_range(t):
+            if _in_range(t, data_range):
                 return t, "Aᵀy"
             return _fit_range(t.real if t.is_complex() else t, data_range), "Aᵀy (rescaled)"
     return (y, "y") if tuple(y.shape[1:]) == tuple(x_shape) else (None, "y")

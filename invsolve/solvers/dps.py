@@ -175,9 +175,7 @@ class DPS(Solver):
 
     def operator_norm(self, problem, like: Tensor) -> Tensor | None:
         """Per-sample ||A|| under ``normalize="auto"`` for a linear operator (power iteration),
-        else None. The step is divided by max(1, ||A||): the gradient of ||y - A x0_hat|| scales with
-        ||A||, so the paper's zeta, tuned on masks, blurs and down-sampling (||A|| <= 1), would move
-        x ||A|| times further on a larger operator (sparse-view CT: ||A|| ~ 60)."""
+        else None (see the class docstring)."""
         from deepinv.physics import LinearPhysics
 
         if self.normalize == "none" or not isinstance(problem.operator, LinearPhysics):
