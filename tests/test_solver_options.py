@@ -62,6 +62,29 @@ def test_gaussian_update_is_the_conditional_mean_and_the_projection():
     torch.testing.assert_close(op.A(gaussian_update(op, x, y, 0.0)), y)
 
 
+def test_gaussian_update_from_a_guess_without_an_svd():
+    """Operators without an SVD (CT, PDE maps): conjugate gradient on the normal equations from
+    ``guess`` gives the dense formula, and a guess at the answer needs almost no products."""
+    from deepinv.physics import LinearPhysics
+
+    g = torch.Generator().manual_seed(0)
+    m = torch.randn(30, 60, generator=g, dtype=torch.float64) * torch.logspace(0, -2, 60, dtype=torch.float64)
+    calls = []
+
+    def forward(v):
+        calls.append(1)
+        return v @ m.T
+
+    op = LinearPhysics(A=forward, A_adjoint=lambda u: u @ m)
+    x, y = torch.randn(2, 60, generator=g, dtype=torch.float64), torch.randn(2, 30, generator=g, dtype=torch.float64)
+    want = x + (m.T @ torch.linalg.solve(m @ m.T + 0.03 * torch.eye(30, dtype=torch.float64), (y - x @ m.T).T)).T
+    torch.testing.assert_close(gaussian_update(op, x, y, 0.03, guess=x, tol=1e-12), want)
+    cold = len(calls)
+    calls.clear()
+    torch.testing.assert_close(gaussian_update(op, x, y, 0.03, guess=want, tol=1e-6), want)
+    assert len(calls) < cold / 2, (len(calls), cold)
+
+
 def test_noiseless_projection_is_on_by_default_and_can_be_turned_off():
     case = make_case(8, 2, 0, sigma_y=0.0)
     problem = case.problem.repeat(3)

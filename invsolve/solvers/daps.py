@@ -207,6 +207,10 @@ class DAPS(Solver):
 
     #: lr when not set: a fraction of 1 / L ("lipschitz"); the paper's absolute lr ("fixed")
     DEFAULT_LR: ClassVar[dict[str, float]] = {"lipschitz": 0.05, "fixed": 1e-4}
+    MEAN_TOL: ClassVar[float] = 1e-4
+    """Relative residual of the chain start's conjugate gradient (operators without an SVD): on 64 x 64
+    sparse-view CT (50 levels) 58 iterations per level from the previous level's mean, against 184 cold
+    at 1e-6, for the same PSNR (26.49 / 26.48 dB); the Langevin chain starts there, it is not the answer."""
     #: lr_min_ratio when not set: the paper's decay to 0.01 under both steps (see the module
     #: docstring for why the lipschitz fraction is 0.05 with the decay)
     DEFAULT_LR_MIN_RATIO: ClassVar[dict[str, float]] = {"lipschitz": 0.01, "fixed": 0.01}
@@ -396,6 +400,7 @@ class DAPS(Solver):
         chunk = max(1, min(self.mcmc_steps, 2**20 // max(math.prod(problem.x_shape), 1)))
         # x_T = sigma_max eps in network units, whose 0 is data_center in ours
         x = float(prior.data_center) + sigmas[0] * self.randn(gens, problem)
+        start = None  # the previous level's chain start (chain_start="mean")
         for i in self.iterate():
             s = sigmas[i]
             with torch.no_grad():
@@ -410,7 +415,11 @@ class DAPS(Solver):
             if mean_var is None:
                 x0 = x0_hat.clone()
             else:  # the mean of the level's Gaussian target (chain_start="mean")
-                x0 = gaussian_update(problem.operator, x0_hat, problem.y, mean_var / s**2).detach()
+                # conjugate gradient started from the previous level's mean, which moves little
+                # between levels, to MEAN_TOL (x0_hat at the first level)
+                x0 = gaussian_update(problem.operator, x0_hat, problem.y, mean_var / s**2,
+                                     guess=x0_hat if start is None else start, tol=self.MEAN_TOL).detach()
+                start = x0
             for k in range(self.mcmc_steps):  # step 2: Langevin on p(x0 | x_t, y)
                 if k % chunk == 0:
                     kicks = randn(gens, (min(chunk, self.mcmc_steps - k), *problem.x_shape), x0)

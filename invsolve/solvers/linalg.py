@@ -174,17 +174,23 @@ def prox_data(operator: LinearPhysics, z: Tensor, y: Tensor, rho: float) -> Tens
 
 
 def gaussian_update(operator: LinearPhysics, x: Tensor, y: Tensor, s2: float,
-                    floor: float = SVD_FLOOR) -> Tensor:
+                    floor: float = SVD_FLOOR, *, guess: Tensor | None = None, tol: float = 1e-6) -> Tensor:
     """x + A^T (A A^T + s2 I)^-1 (y - A x), per sample (x-shaped, real).
 
     The mean of N(x, r^2 I) conditioned on y = A x' + N(0, sigma^2 I) when s2 = sigma^2 / r^2
     (equivalently argmin_z ||y - A z||^2 + s2 ||z - x||^2, the proximal step of the data term).
     s2 = 0 is the limit: the projection x + A^+ (y - A x) onto {A z = y}, with the singular-value
     floor (directions below it keep x). Decomposable operators in closed form, others by conjugate
-    gradient (``adjoint_gram_solve`` / deepinv's ``A_dagger``).
+    gradient (``adjoint_gram_solve`` / deepinv's ``A_dagger``); with ``guess`` (an estimate of the
+    result, e.g. the previous solve of a sequence) on the normal equations started from it, to a
+    relative residual ``tol``.
     """
     r = y - operator.A(x)
-    step = pinv(operator, r, floor) if s2 <= 0 else adjoint_gram_solve(operator, r, 1.0, s2, floor=floor)
+    if s2 <= 0:
+        step = pinv(operator, r, floor)
+    else:
+        init = None if guess is None or isinstance(operator, DecomposablePhysics) else (guess - x).detach()
+        step = adjoint_gram_solve(operator, r, 1.0, s2, floor=floor, init=init, tol=tol)
     return x + step.real.to(x.dtype)
 
 
