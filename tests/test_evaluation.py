@@ -121,6 +121,25 @@ def test_rerun_skips_and_table_only_rebuilds(reference, tmp_path, data_file):
     assert (out / "table.md").read_text() == table and (out / "grid.png").is_file()
 
 
+def test_rows_of_other_weights_are_run_again(reference, tmp_path, data_file):
+    """Rows record the prior's weights; after a retrained checkpoint under the same name (here: rows
+    edited to name other weights) a rerun replaces them, and leaves rows without the record alone."""
+    rows = read_rows(reference / "results.jsonl")
+    image_rows = [r for r in rows if r.get("prior_weights")]
+    assert len(image_rows) == 8 and {r["prior_weights"] for r in image_rows} == {
+        runner.weights_id(invsolve.priors.load("natural-rgb"))}
+    for edit, reruns in (({"prior_weights": "0" * 16}, 8), ({"prior_weights": None}, 0)):
+        out = tmp_path / str(reruns)
+        out.mkdir()
+        with RowWriter(out / "results.jsonl") as w:
+            for r in rows:
+                w.write({**r, **edit} if r.get("prior_weights") else r)
+        invsolve.evaluate(make_config(data_file), out, progress=False)
+        assert len(read_rows(out / "results.jsonl")) == len(rows) + reruns
+        if reruns:  # the same seeds: the rerun rows equal the reference's
+            assert same_rows(rows_of(out), rows_of(reference))
+
+
 def test_kill_and_resume_exception(reference, tmp_path, data_file, monkeypatch):
     k = random.Random(13).randrange(1, N_ROWS)  # interrupt after k rows
     write = RowWriter.write

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import platform
@@ -125,6 +126,23 @@ def environment(device: torch.device, world: int) -> dict:
     return env
 
 
+def weights_id(prior) -> str | None:
+    """A fingerprint of a prior's weights: sha1 (16 hex digits) of its state dict in float32 on the
+    CPU, so the same weights give the same id on any device or dtype. Each row records it and a rerun
+    replaces rows made with other weights under the same prior name (a retrained or replaced
+    checkpoint). None for priors that hold no tensors."""
+    if not isinstance(prior, torch.nn.Module):
+        return None
+    state = prior.state_dict()
+    if not state:
+        return None
+    h = hashlib.sha1()
+    for name in sorted(state):
+        h.update(name.encode())
+        h.update(state[name].detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 # --- one batch --------------------------------------------------------------------------------------
 class _Runner:
     """Builds operators and priors once, runs batches of one cell and writes their rows."""
@@ -136,6 +154,7 @@ class _Runner:
         self.dtype = getattr(torch, self.config.dtype)
         self._ops: dict[str, object] = {}
         self._priors: dict[str, object] = {}
+        self._weights: dict[str, str | None] = {}
         self._cases: dict[str, object] = {}
         self.lpips, self.lpips_reason = None, ("no local backbone weights: set lpips_backbone to "
                                                "torchvision's AlexNet weights file (never downloaded)")
@@ -166,6 +185,23 @@ class _Runner:
             self._priors[k] = prior.to(device=self.device, dtype=self.dtype).eval()
         return self._priors[k]
 
+    def weights(self, cell: Cell) -> str | None:
+        """``weights_id`` of the cell's prior (None for mixture cells), computed once per prior."""
+        if cell.prior is None:
+            return None
+        k = canonical(cell.base["prior"])
+        if k not in self._weights:
+            self._weights[k] = weights_id(self.prior(cell))
+        return self._weights[k]
+
+    def current(self, cell: Cell, row: dict | None) -> bool:
+        """Whether ``row`` holds this cell's result: it exists and was made with the prior's present
+        weights (rows from before the fingerprint was recorded are taken as they are)."""
+        if row is None:
+            return False
+        made_with = row.get("prior_weights")
+        return made_with is None or made_with == self.weights(cell)
+
     def prepare(self, cells: list[Cell]) -> None:
         """Build every operator and prior the cells need, so config mistakes stop the run at once."""
         for c in cells:
@@ -195,7 +231,8 @@ class _Runner:
         return {"key": key, "key_id": key_id(key), "labels": cell.labels(), "metrics": metrics,
                 "unavailable": unavailable, "nfe": nfe, "error": error,
                 "seconds": batch_seconds / batch_size, "batch_seconds": batch_seconds,
-                "batch_size": batch_size, "rank": self.rank, "world_size": self.world,
+                "batch_size": batch_size, "prior_weights": self.weights(cell), "rank": self.rank,
+                "world_size": self.world,
                 "device": str(self.device), "finished": time.time(), **({"images": images} if images else {})}
 
     def _save(self, name: str, t: Tensor) -> str:
@@ -368,13 +405,14 @@ def evaluate(config: str | Path | dict | EvalConfig, out: str | Path | None = No
         if retry_failed:
             done = {k: r for k, r in done.items() if not r.get("error")}
         dist.barrier()  # every rank has read the same rows before anyone appends
-        pending = [t for t in plan.tasks() if canonical(plan.key(t)) not in done]
+        runner = _Runner(plan, out, device, None, dist.rank, dist.world)
+        pending = [t for t in plan.tasks() if not runner.current(plan.cells[t[0]], done.get(canonical(plan.key(t))))]
         mine = pending[dist.rank::dist.world]
         if dist.rank == 0:
             _write_meta(config, source, out, device, dist.world)
         path = out / (RESULTS if dist.world == 1 else f"results.rank{dist.rank}.jsonl")
         with RowWriter(path) as writer:
-            runner = _Runner(plan, out, device, writer, dist.rank, dist.world)
+            runner.writer = writer
             # every rank builds what any rank needs: a config mistake stops all ranks at once
             runner.prepare([plan.cells[c] for c in sorted({c for c, _ in pending})])
             _run_tasks(runner, plan, mine, progress, dist.rank)
