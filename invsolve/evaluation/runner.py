@@ -186,8 +186,9 @@ class _Runner:
         return self._priors[k]
 
     def weights(self, cell: Cell) -> str | None:
-        """``weights_id`` of the cell's prior (None for mixture cells), computed once per prior."""
-        if cell.prior is None:
+        """``weights_id`` of the cell's prior, computed once per prior; None for mixture cells and
+        classical baselines (pinv, tv, fbp, ...), which do not use the prior."""
+        if cell.prior is None or invsolve.solvers.get(cell.solver.name).baseline:
             return None
         k = canonical(cell.base["prior"])
         if k not in self._weights:
