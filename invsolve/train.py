@@ -52,6 +52,8 @@ from torch import Tensor
 # Fields that may change between a run and its resumption without changing the result ("out": a run
 # folder copied elsewhere, e.g. a committed checkpoint, resumes from its new place).
 _RESUMABLE = {"steps", "progress", "threads", "ckpt_every", "command", "out"}
+# What a checkpoint written before a field existed did, where that differs from the field's default.
+_BEFORE = {"scale_weights": "positions"}
 
 VAL_CROPS = 64
 """Number of fixed validation crops (of the run's crop size)."""
@@ -81,6 +83,7 @@ class TrainConfig:
     num_res_blocks: int = 2
     attention: bool = False
     scales: tuple[float, ...] = (1.0,)
+    scale_weights: str = "equal"  # "equal": each scale drawn alike; "positions": each crop position
     lr: float = 5e-4
     warmup: int = 200
     ema_decay: float = 0.999
@@ -172,6 +175,7 @@ def reproduce_command(cfg: TrainConfig, steps: int) -> str:
             "--batch", cfg.batch, "--crop", cfg.crop, "--channels", cfg.channels,
             "--channel-mult", *cfg.channel_mult, "--num-res-blocks", cfg.num_res_blocks,
             *(["--attention"] if cfg.attention else []), "--scales", *cfg.scales,
+            *(["--scale-weights", cfg.scale_weights] if len(cfg.scales) > 1 else []),
             "--lr", cfg.lr, "--warmup", cfg.warmup, "--ema-decay", cfg.ema_decay,
             "--seed", cfg.seed, "--p-mean", cfg.p_mean, "--p-std", cfg.p_std,
             "--sigma-data", cfg.sigma_data, "--device", cfg.device, "--dtype", cfg.dtype]
@@ -330,6 +334,10 @@ def _train(cfg: TrainConfig) -> dict:
         cfg.data, cfg.crop, seed=cfg.seed, scales=tuple(cfg.scales), val_fraction=cfg.val_fraction,
         units=None if cfg.units is None else tuple(cfg.units),
         dicom_window=None if cfg.dicom_window is None else tuple(cfg.dicom_window))
+    if cfg.scale_weights not in ("equal", "positions"):
+        raise ValueError(f"scale_weights must be 'equal' or 'positions', got {cfg.scale_weights!r}")
+    if cfg.scale_weights == "equal" and len(cfg.scales) > 1:
+        sampler.equal_groups(len(cfg.scales))
     val = validation_set(cfg, val_images)  # its own generator: the training stream is untouched
     torch.manual_seed(cfg.seed)  # initial weights
     net, precond = _build(cfg, sampler.channels)
@@ -344,10 +352,11 @@ def _train(cfg: TrainConfig) -> dict:
     ckpt_path = out / "ckpt.pt"
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location=device, weights_only=False)
-        # fields added after a checkpoint was written count as their defaults
-        saved = {**dataclasses.asdict(TrainConfig()), **ck["config"]}
-        saved = {k: v for k, v in saved.items() if k not in _RESUMABLE}
-        now = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RESUMABLE}
+        # fields added after a checkpoint was written count as what the code did then
+        saved = {**dataclasses.asdict(TrainConfig()), **_BEFORE, **ck["config"]}
+        ignore = set(_RESUMABLE) | ({"scale_weights"} if len(cfg.scales) == 1 else set())  # no effect
+        saved = {k: v for k, v in saved.items() if k not in ignore}
+        now = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ignore}
         if json.loads(json.dumps(saved)) != json.loads(json.dumps(now)):
             diff = {k: (saved.get(k), now.get(k)) for k in now if saved.get(k) != now.get(k)}
             raise ValueError(f"{ckpt_path} was trained with a different configuration: {diff}; "
@@ -480,6 +489,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--attention", action="store_true", help="self-attention at the lowest resolution")
     p.add_argument("--scales", type=float, nargs="+", default=list(d.scales),
                    help="magnifications the photos are cropped at, e.g. 1 0.5")
+    p.add_argument("--scale-weights", default=d.scale_weights, choices=["equal", "positions"],
+                   help="with several --scales: draw each scale equally often (default), or each crop "
+                        "position (runs started before this option; small scales then rarely come up)")
     p.add_argument("--device", default=d.device)
     p.add_argument("--dtype", default=d.dtype)
     p.add_argument("--no-progress", action="store_true")
@@ -494,7 +506,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig(
         data=a.data, out=a.out or f"train_runs/{name}", objective=a.objective, steps=a.steps,
         batch=a.batch, crop=a.crop, channels=a.channels, channel_mult=tuple(a.channel_mult),
-        num_res_blocks=a.num_res_blocks, attention=a.attention, scales=tuple(a.scales), lr=a.lr,
+        num_res_blocks=a.num_res_blocks, attention=a.attention, scales=tuple(a.scales),
+        scale_weights=a.scale_weights, lr=a.lr,
         warmup=a.warmup, ema_decay=a.ema_decay,
         ckpt_every=a.ckpt_every, seed=a.seed, device=a.device, dtype=a.dtype, p_mean=a.p_mean,
         p_std=a.p_std, sigma_data=a.sigma_data, threads=a.threads, progress=not a.no_progress,

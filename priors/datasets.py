@@ -188,6 +188,17 @@ class PatchSampler:
     def channels(self) -> int:
         return self.images[0].shape[0]
 
+    def equal_groups(self, k: int) -> None:
+        """Draw k equal-size consecutive groups of the images (one per crop scale, as ``rescaled``
+        orders them) equally often, each image within its group by its crop positions. Weighting every
+        position alike instead draws a half-size image a quarter as often as a full-size one, and
+        at crop 64 a 64 x 64 phantom (one position) once per 4 225 draws of a 128 x 128 one."""
+        n = len(self.images)
+        if k < 1 or n % k:
+            raise ValueError(f"{n} images do not split into {k} equal groups")
+        w = self.weights.reshape(k, n // k)
+        self.weights = (w / w.sum(1, keepdim=True) / k).reshape(n)
+
     def sample(self, batch: int, gen: torch.Generator) -> Tensor:
         """(batch, C, crop, crop) float32 patches in the images' units."""
         idx = torch.multinomial(self.weights, batch, replacement=True, generator=gen)

@@ -107,6 +107,37 @@ def test_phantoms_supersampled_edges_and_scales():
         training_data("darcy", 16, scales=(1.0, 0.5))
 
 
+def test_equal_scale_weights_draw_each_scale_alike():
+    """By crop positions a 16 x 16 image at crop 12 (25 positions) comes up 1 / 10 as often as a
+    32 x 32 one (441); ``equal_groups`` draws each scale half the time."""
+    from invsolve.priors.datasets import PatchSampler, rescaled
+
+    images = rescaled([torch.rand(1, 32, 32), torch.rand(1, 32, 32)], (1.0, 0.5))
+    sampler = PatchSampler(images, 12)
+    small = lambda s: float(s.weights[2:].sum())
+    assert small(sampler) == pytest.approx(50 / 932)
+    sampler.equal_groups(2)
+    assert small(sampler) == pytest.approx(0.5) and float(sampler.weights.sum()) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="equal groups"):
+        sampler.equal_groups(3)
+
+
+def test_multiscale_run_from_before_scale_weights_resumes_with_positions(tmp_path):
+    """A checkpoint written before ``scale_weights`` existed drew by positions: resuming it asks for
+    ``scale_weights="positions"`` (a clear error otherwise) and is then exact."""
+    ms = {"scales": (1.0, 0.5)}
+    out = tmp_path / "old"
+    train(TINY, out=str(out), steps=3, scale_weights="positions", **ms)
+    ck = torch.load(out / "ckpt.pt", weights_only=False)
+    del ck["config"]["scale_weights"]
+    torch.save(ck, out / "ckpt.pt")
+    with pytest.raises(ValueError, match="scale_weights"):
+        train(TINY, out=str(out), steps=6, **ms)
+    res = train(TINY, out=str(out), steps=6, scale_weights="positions", **ms)
+    assert res["losses"] == train(TINY, out=str(tmp_path / "new"), steps=6, scale_weights="positions", **ms)["losses"]
+    assert res["losses"] != train(TINY, out=str(tmp_path / "equal"), steps=6, **ms)["losses"]
+
+
 # --- your own data: a folder of images or a tensor file -------------------------------------------
 
 def _png_folder(folder, n=3, size=(24, 28), mode="RGB", seed=0):
