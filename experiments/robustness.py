@@ -31,7 +31,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import invsolve
-from invsolve.evaluation.rows import read_rows
+from invsolve.evaluation.config import load_config
+from invsolve.evaluation.plan import make_plan
+from invsolve.evaluation.rows import canonical, latest_by_key, read_rows
 
 OUT = Path(__file__).parent / "results" / "robustness"
 IMAGE_TASKS = {
@@ -87,9 +89,24 @@ def _cell(rows: list[dict]) -> tuple[float | None, str | None]:
     return sum(values) / len(values), None
 
 
+def current_rows(out: Path) -> list[dict]:
+    """The latest row of each key that the matrix's and the recheck's configs hold as the code
+    resolves them now: rows of older hyperparameters (a solver option added since) are left out, and
+    of a prior's earlier weights replaced by their rerun (``prior_weights``)."""
+    rows = latest_by_key(read_rows(out / "results.jsonl"))
+    configs = [out / name for name in ("config.yaml", "recheck_config.yaml") if (out / name).exists()]
+    if not configs:  # rows without their config: every key's latest row
+        return list(rows.values())
+    keys = set()
+    for path in configs:
+        plan = make_plan(load_config(path))
+        keys |= {canonical(plan.key(t)) for t in plan.tasks()}
+    return [r for k, r in rows.items() if k in keys]
+
+
 def matrix(out: Path) -> tuple[str, list[tuple[str, float, str]]]:
     """The markdown matrix from the one-sample rows, and its flagged (task, sigma, solver) cells."""
-    rows = [r for r in read_rows(out / "results.jsonl") if "samples" not in r["key"]["solver"]]
+    rows = [r for r in current_rows(out) if "samples" not in r["key"]["solver"]]
     cells: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         key = r["key"]
@@ -152,7 +169,7 @@ def recheck_config(cells: list[tuple[str, float, str]], k: int, size: int, n: in
 
 def recheck_table(out: Path, cells: list[tuple[str, float, str]], k: int) -> tuple[str, int]:
     """Markdown rows: each flagged cell, its one-sample PSNR, the mean-of-k PSNR, the baseline."""
-    rows = read_rows(out / "results.jsonl")
+    rows = current_rows(out)
     by: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         key = r["key"]

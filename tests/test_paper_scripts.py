@@ -66,6 +66,31 @@ def test_robustness_recheck_lists_flagged_cells_on_the_mean(tmp_path):
     assert module.recheck_config([], 4, 32, 2) is None
 
 
+def test_robustness_matrix_keeps_only_the_rows_its_config_holds(tmp_path):
+    """A row made under older hyperparameters (a solver option added since) is not averaged into the
+    matrix: only the latest row of each key of the config counts."""
+    import json
+
+    from invsolve.evaluation.config import dump_config, load_config
+    from invsolve.evaluation.plan import make_plan
+
+    module = _load("robustness")
+    cfg = module.config(module.solvers_to_run(["dps"]), ["sr4"], [0.0], 16, 1, {})
+    (tmp_path / "config.yaml").write_text(dump_config(load_config(cfg)))
+    plan = make_plan(load_config(cfg))
+    rows = []
+    for t in plan.tasks():
+        key = plan.key(t)
+        rows.append({"key": key, "metrics": {"psnr": 28.0 if key["solver"]["name"] == "pinv" else 27.5},
+                     "error": None})
+        if key["solver"]["name"] == "dps":  # the same cell under an older form of the key
+            old = {**key, "solver": {"name": "dps", "hp": {"steps": 100}}}
+            rows.append({"key": old, "metrics": {"psnr": 20.0}, "error": None})
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text, cells = module.matrix(tmp_path)
+    assert cells == [] and "| sr4 | 0 | 28.00 | 27.50 |" in text
+
+
 @pytest.mark.parametrize("name,shipped", [("image_restoration", "natural-rgb"), ("ct_sparse_view", "phantom-ct"),
                                           ("mri", "phantom-ct")])
 def test_restoration_scripts_take_a_run_folder_as_prior(name, shipped, tmp_path):
