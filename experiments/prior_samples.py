@@ -1,8 +1,9 @@
 """Unconditional samples of the shipped priors (DDIM, Song et al. 2021, arXiv 2010.02502).
 
-The priors are fully convolutional (natural-rgb and phantom-ct were trained on 32 x 32 crops, darcy
-on whole 64 x 64 fields); samples are drawn at
-``--size`` (default 64) with the ``ddim`` solver (deterministic, ``--steps`` steps, y ignored).
+The priors are fully convolutional (natural-rgb was trained on 32 x 32 crops, phantom-ct on 64 x 64
+crops of 128 x 128 phantoms, darcy on whole 64 x 64 fields); samples are drawn at
+``--size`` (default 64; phantom-ct's grid is drawn at 128, its phantoms' size) with the ``ddim``
+solver (deterministic, ``--steps`` steps, y ignored).
 Writes experiments/results/prior_samples/<name>.png (a 4 x 4 grid).
 Run: python experiments/prior_samples.py [--weights natural-rgb=DIR ...]
 """
