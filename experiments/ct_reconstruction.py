@@ -30,7 +30,9 @@ import matplotlib.pyplot as plt
 
 OUT = Path(__file__).parent / "results" / "ct_reconstruction"
 TV_WEIGHTS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
-SOLVERS = {"diffpir": {"steps": 50}, "pigdm": {"steps": 50}, "dps": {"steps": 200, "zeta": 0.03}}
+# DPS: the hand-tuned raw step (normalize="none": zeta not divided by ||A|| = 61 here; the default
+# zeta / ||A|| gives 22.9 / 24.3 dB at 200 steps against 32.0 / 27.2 with this one)
+SOLVERS = {"diffpir": {"steps": 50}, "pigdm": {"steps": 50}, "dps": {"steps": 200, "zeta": 0.03, "normalize": "none"}}
 
 
 def psnr(a: torch.Tensor, x: torch.Tensor) -> float:
