@@ -189,7 +189,7 @@ def gaussian_update(operator: LinearPhysics, x: Tensor, y: Tensor, s2: float,
     if s2 <= 0:
         step = pinv(operator, r, floor)
     else:
-        init = None if guess is None or isinstance(operator, DecomposablePhysics) else (guess - x).detach()
+        init = None if guess is None else (guess - x).detach()  # the closed forms ignore it
         step = adjoint_gram_solve(operator, r, 1.0, s2, floor=floor, init=init, tol=tol)
     return x + step.real.to(x.dtype)
 
