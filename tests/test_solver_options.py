@@ -10,7 +10,7 @@ import invsolve
 from invsolve import operators, priors
 from invsolve.evaluation import sliced_wasserstein
 from invsolve.evaluation.gmm import make_case
-from invsolve.solvers.linalg import gaussian_update
+from invsolve.solvers.linalg import gaussian_update, has_pseudo_inverse
 
 OPTIONS = [("daps", {"mcmc": "exact"}), ("pnp_flow", {"data_step": "prox"}), ("flowchef", {"normalize": "gram"}),
            ("daps", {"chain_start": "mean"})]
@@ -49,6 +49,21 @@ def test_options_need_a_linear_gaussian_problem(name, hp):
     prior = priors.load("phantom-ct")
     with pytest.raises(ValueError, match="linear"):
         invsolve.solve(problem, prior, name, steps=2, **hp)
+
+
+@pytest.mark.parametrize(("name", "fix"), [("reddiff", "init='zero'"), ("dflow", "init='noise'")])
+def test_pseudo_inverse_starts_need_one_that_works(name, fix):
+    """Phase retrieval has only deepinv's generic A_dagger, which fails without a starting point: the
+    solver says so and names the option that starts without it, and that option runs."""
+    op = operators.build("phase_retrieval", img_size=(1, 8, 8), noise_sigma=0.05)
+    assert not has_pseudo_inverse(op) and has_pseudo_inverse(operators.build("sr4", img_size=(1, 8, 8)))
+    problem = invsolve.Problem.simulate(op, torch.rand(1, 1, 8, 8), seed=0)
+    prior = priors.load("phantom-ct")
+    with pytest.raises(ValueError, match=f"FourierPhaseRetrieval has neither.*{fix}"):
+        invsolve.solve(problem, prior, name, steps=2)
+    key, value = fix.split("=")
+    res = invsolve.solve(problem, prior, name, steps=2, **{key: value.strip("'")})
+    assert torch.isfinite(res.x).all()
 
 
 def test_gaussian_update_is_the_conditional_mean_and_the_projection():

@@ -61,6 +61,7 @@ from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from .base import Preset, Solver
 from .flows import FlowFrame, back_projection
+from .linalg import has_pseudo_inverse
 from .registry import register
 
 
@@ -265,11 +266,12 @@ class DFlow(Solver):
             if isinstance(op, LinearPhysics):  # about the network's 0: A^T y_net in [-1, 1] units
                 var = 1.0 / prior.data_scale**2  # unit variance in the network's units
                 x_b = back_projection(problem, self.init, frame.center, var).to(like.dtype)
-            elif hasattr(op, "A_dagger") and self.init in ("wiener", "pinv"):
+            elif has_pseudo_inverse(op) and self.init in ("wiener", "pinv"):
                 x_b = op.A_dagger(problem.y).real.to(like.dtype)
             else:
-                raise ValueError(f"dflow init={self.init!r} needs a linear operator (or one with "
-                                 "A_dagger for 'wiener' / 'pinv'); use init='noise'")
+                raise ValueError(f"dflow init={self.init!r} needs a linear operator (or, for 'wiener' / "
+                                 f"'pinv', one that defines its own A_dagger); {type(op).__name__} has "
+                                 "neither: use init='noise'")
             t0 = frame.clamp(0.0)
             x_0 = self.flow(prior, frame, x_b, reverse=True)
             z_inv = (x_0 - frame.data_weight(t0) * frame.center) / frame.noise_std(t0)  # in z's units

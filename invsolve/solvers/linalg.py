@@ -11,6 +11,7 @@ products below about 1e-3) and general ones below 1e-3; ``SVD_FLOOR`` = 1e-3 rel
 
 from __future__ import annotations
 
+import deepinv.physics as dp
 import torch
 from deepinv.optim.linear import conjugate_gradient
 from deepinv.physics import DecomposablePhysics, LinearPhysics
@@ -37,6 +38,16 @@ def require_gaussian(problem, solver: str) -> float:
     if problem.noise_sigma is None:
         raise ValueError(f"{solver} assumes Gaussian measurement noise; try dps for Poisson noise")
     return problem.noise_sigma
+
+
+def has_pseudo_inverse(operator) -> bool:
+    """Whether ``operator.A_dagger(y)`` works from y alone: a linear operator, or one whose class
+    defines its own ``A_dagger``. deepinv's generic ``Physics.A_dagger`` of a nonlinear operator
+    (e.g. phase retrieval) runs gradient descent that needs a starting point and fails without one."""
+    if isinstance(operator, LinearPhysics):
+        return True
+    own = getattr(type(operator), "A_dagger", None)
+    return own is not None and own is not dp.Physics.A_dagger
 
 
 SVD_FLOOR = 1e-3

@@ -61,7 +61,7 @@ from deepinv.physics import LinearPhysics
 from torch import Tensor
 
 from .base import Preset, Solver, path_coefs, solver_path
-from .linalg import pinv
+from .linalg import has_pseudo_inverse, pinv
 from .registry import register
 from .schedules import timesteps
 
@@ -167,8 +167,9 @@ class REDDiff(Solver):
             # unobserved directions sit at the network's 0 (the centre c), not at 0
             c = torch.full(shape, float(prior.data_center), dtype=like.dtype, device=like.device)
             return (c + pinv(op, problem.y - op.A(c)).real).to(like.dtype)
-        if not hasattr(op, "A_dagger"):
-            raise ValueError("reddiff init='pinv' needs an operator with A_dagger; use init='zero'")
+        if not has_pseudo_inverse(op):
+            raise ValueError(f"reddiff init='pinv' needs a linear operator or one that defines its own "
+                             f"A_dagger; {type(op).__name__} has neither: use init='zero'")
         return op.A_dagger(problem.y).real.to(like.dtype)
 
     def run(self, problem, prior, gens) -> tuple[Tensor, dict]:
