@@ -4,6 +4,8 @@ posteriors, the per-sample L-BFGS, and smoke runs with diffusion- and flow-train
 The generic NFE / dtype / batch-invariance tests for every registered solver are in test_solvers.py.
 """
 
+import warnings
+
 import pytest
 import torch
 from torch.distributions import MultivariateNormal
@@ -86,6 +88,22 @@ def test_flowchef_recovers_a_single_mode_gmm_posterior():
     prior_sw = sliced_wasserstein(case.prior.sample(500, seed=3), exact)
     x = invsolve.solve(case.problem.repeat(500), case.prior, "flowchef", steps=100, seed=0).x
     assert sliced_wasserstein(x, exact) < 0.03 * prior_sw
+
+
+def test_flowchef_warns_that_it_fits_noisy_measurements():
+    """The guidance drives A x0_hat to y whatever sigma_y: a noisy problem gets a warning and a
+    residual far below the noise; a noiseless one no warning."""
+    case = make_case(8, 2, 0)
+    noisy = case.problem.repeat(4)
+    assert noisy.noise_sigma > 0
+    with pytest.warns(UserWarning, match="flowchef: the guidance ignores the measurement noise"):
+        x = invsolve.solve(noisy, case.prior, "flowchef", steps=50, seed=0).x
+    assert noisy.residual(x).pow(2).mean() < 0.1 * noisy.noise_sigma**2
+    matrix = torch.randn(2, 8, generator=torch.Generator().manual_seed(0))
+    clean = invsolve.Problem.simulate(operators.Matrix(matrix), case.prior.sample(1, seed=0), seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        invsolve.solve(clean, case.prior, "flowchef", steps=5, seed=0)
 
 
 @pytest.mark.parametrize("name", ["pnp_flow", "ot_ode"])
