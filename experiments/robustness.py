@@ -14,6 +14,8 @@ motion 9 x 9). Runs on the evaluation runner, so it is resumable and shardable:
     python experiments/robustness.py --solvers ddrm pigdm --tasks blur_gauss --sigmas 0
     python experiments/robustness.py --table-only          # rebuild matrix.md from the rows
     python experiments/robustness.py --table-only --recheck 4  # only the flagged cells, mean of 4 samples
+    python experiments/robustness.py --solvers mcg --tasks sr4 --hp mcg='{"zeta": 0.3}' --samples 4 \
+        --out /tmp/mcg_zeta   # other settings, into another folder (flagged.md lists what was tried)
 
 One posterior sample is a noisier estimate than the posterior mean (for a Gaussian posterior its
 expected squared error is twice the mean's), so a correct sampler can sit below A^+ y where A^+ y is
@@ -25,6 +27,7 @@ still more than 1 dB below the baseline there is a solver problem, not sampling 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from collections import defaultdict
@@ -60,9 +63,11 @@ def solvers_to_run(names: list[str] | None) -> list[str]:
 
 
 def config(solvers: list[str], tasks: list[str], sigmas: list[float], size: int, n: int,
-           hp: dict[str, dict]) -> dict:
-    """An evaluation config: one grid per (modality, noise level)."""
-    spec = [{"name": s, **({"hp": hp[s]} if s in hp else {})} for s in solvers]
+           hp: dict[str, dict], samples: int = 1) -> dict:
+    """An evaluation config: one grid per (modality, noise level); ``samples`` > 1 scores the mean of
+    that many samples."""
+    spec = [{"name": s, **({"hp": hp[s]} if s in hp else {}), **({"samples": samples} if samples > 1 else {})}
+            for s in solvers]
     grids = []
     for sigma in sigmas:
         ops = [{"name": t, "noise_sigma": sigma, "kwargs": IMAGE_TASKS[t]} for t in tasks if t in IMAGE_TASKS]
@@ -104,9 +109,10 @@ def current_rows(out: Path) -> list[dict]:
     return [r for k, r in rows.items() if k in keys]
 
 
-def matrix(out: Path) -> tuple[str, list[tuple[str, float, str]]]:
-    """The markdown matrix from the one-sample rows, and its flagged (task, sigma, solver) cells."""
-    rows = [r for r in current_rows(out) if "samples" not in r["key"]["solver"]]
+def matrix(out: Path, samples: int = 1) -> tuple[str, list[tuple[str, float, str]]]:
+    """The markdown matrix from the rows of one sample (or of the mean of ``samples``), and its
+    flagged (task, sigma, solver) cells."""
+    rows = [r for r in current_rows(out) if r["key"]["solver"].get("samples", 1) == samples]
     cells: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         key = r["key"]
@@ -204,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--n", type=int, default=2, help="test crops of the photo (the phantom is one image)")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--hp", nargs="+", default=[], metavar="SOLVER=JSON",
+                    help="hyperparameters other than the defaults, e.g. mcg='{\"zeta\": 0.3}' (with --out "
+                         "elsewhere: the matrix is of the defaults)")
+    ap.add_argument("--samples", type=int, default=1, help="score the mean of this many samples")
     ap.add_argument("--table-only", action="store_true")
     ap.add_argument("--recheck", type=int, default=0, metavar="K",
                     help="rerun the flagged cells on the mean of K samples (K >= 2) and list them")
@@ -213,12 +223,22 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.tasks) - set(IMAGE_TASKS) - set(PHANTOM_TASKS))
     if unknown:
         raise SystemExit(f"unknown tasks {unknown}")
+    hp = {}
+    for item in args.hp:
+        name, _, text = item.partition("=")
+        try:
+            hp[name] = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise SystemExit(f"--hp {item!r}: give SOLVER=JSON, e.g. mcg='{{\"zeta\": 0.3}}' ({err})") from None
+    if (hp or args.samples > 1) and args.out.resolve() == OUT.resolve():
+        raise SystemExit("--hp / --samples write rows that are not the matrix's: give --out another folder")
     if not args.table_only:
-        cfg = config(solvers_to_run(args.solvers), args.tasks, args.sigmas, args.size, args.n, {})
+        cfg = config(solvers_to_run(args.solvers), args.tasks, args.sigmas, args.size, args.n, hp, args.samples)
         invsolve.evaluate(cfg, args.out)
-    text, cells = matrix(args.out)
+    text, cells = matrix(args.out, args.samples)
     flagged = len(cells)
-    header = (f"# Robustness matrix: PSNR (dB) of one sample at default settings, {args.size} x "
+    what = "one sample" if args.samples == 1 else f"the mean of {args.samples} samples"
+    header = (f"# Robustness matrix: PSNR (dB) of {what} at {'other' if hp else 'default'} settings, {args.size} x "
               f"{args.size}\n\nRebuild: `python experiments/robustness.py --table-only`. Bold: "
               "non-finite, diverged, or more than 1 dB below min(pinv, 40 dB) without a ValueError. Noiseless "
               "linear problems end with the projection onto {A x = y} (``noiseless_projection``). Excluded: "

@@ -91,6 +91,32 @@ def test_robustness_matrix_keeps_only_the_rows_its_config_holds(tmp_path):
     assert cells == [] and "| sr4 | 0 | 28.00 | 27.50 |" in text
 
 
+def test_robustness_variants_go_elsewhere_and_build_their_own_matrix(tmp_path):
+    """--hp / --samples rows are not the matrix's: refused in the matrix's folder, and an unreadable
+    --hp is a clear error; config() puts hp and samples on every solver; matrix(out, k) reads the
+    mean-of-k rows only."""
+    import json
+
+    module = _load("robustness")
+    with pytest.raises(SystemExit, match="give --out another folder"):
+        module.main(["--solvers", "mcg", "--hp", 'mcg={"zeta": 0.3}', "--table-only"])
+    with pytest.raises(SystemExit, match="give SOLVER=JSON"):
+        module.main(["--hp", "mcg=zeta:0.3", "--out", str(tmp_path), "--table-only"])
+    cfg = module.config(["mcg", "pinv"], ["sr4"], [0.0], 16, 1, {"mcg": {"zeta": 0.3}}, samples=4)
+    assert cfg["grids"][0]["solvers"] == [{"name": "mcg", "hp": {"zeta": 0.3}, "samples": 4},
+                                          {"name": "pinv", "samples": 4}]
+
+    def row(solver, psnr, samples=None):
+        s = {"name": solver, **({"samples": samples} if samples else {})}
+        return {"key": {"operator": {"name": "sr4"}, "noise_sigma": 0.0, "solver": s},
+                "metrics": {"psnr": psnr}, "error": None}
+
+    rows = [row("pinv", 28.0), row("mcg", 26.0), row("pinv", 28.1, 4), row("mcg", 27.5, 4)]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text, cells = module.matrix(tmp_path, 4)
+    assert cells == [] and "| sr4 | 0 | 28.10 | 27.50 |" in text
+
+
 @pytest.mark.parametrize("name,shipped", [("image_restoration", "natural-rgb"), ("ct_sparse_view", "phantom-ct"),
                                           ("mri", "phantom-ct")])
 def test_restoration_scripts_take_a_run_folder_as_prior(name, shipped, tmp_path):
