@@ -65,9 +65,13 @@ def solvers_to_run(names: list[str] | None) -> list[str]:
 def config(solvers: list[str], tasks: list[str], sigmas: list[float], size: int, n: int,
            hp: dict[str, dict], samples: int = 1) -> dict:
     """An evaluation config: one grid per (modality, noise level); ``samples`` > 1 scores the mean of
-    that many samples."""
-    spec = [{"name": s, **({"hp": hp[s]} if s in hp else {}), **({"samples": samples} if samples > 1 else {})}
-            for s in solvers]
+    that many samples. ``hp`` may hold a solver's ``steps``."""
+    spec = []
+    for s in solvers:
+        options = dict(hp.get(s, {}))
+        steps = options.pop("steps", None)  # the config takes steps beside hp, not in it
+        spec.append({"name": s, **({"steps": steps} if steps else {}), **({"hp": options} if options else {}),
+                     **({"samples": samples} if samples > 1 else {})})
     grids = []
     for sigma in sigmas:
         ops = [{"name": t, "noise_sigma": sigma, "kwargs": IMAGE_TASKS[t]} for t in tasks if t in IMAGE_TASKS]

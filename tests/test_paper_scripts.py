@@ -102,8 +102,8 @@ def test_robustness_variants_go_elsewhere_and_build_their_own_matrix(tmp_path):
         module.main(["--solvers", "mcg", "--hp", 'mcg={"zeta": 0.3}', "--table-only"])
     with pytest.raises(SystemExit, match="give SOLVER=JSON"):
         module.main(["--hp", "mcg=zeta:0.3", "--out", str(tmp_path), "--table-only"])
-    cfg = module.config(["mcg", "pinv"], ["sr4"], [0.0], 16, 1, {"mcg": {"zeta": 0.3}}, samples=4)
-    assert cfg["grids"][0]["solvers"] == [{"name": "mcg", "hp": {"zeta": 0.3}, "samples": 4},
+    cfg = module.config(["mcg", "pinv"], ["sr4"], [0.0], 16, 1, {"mcg": {"zeta": 0.3, "steps": 50}}, samples=4)
+    assert cfg["grids"][0]["solvers"] == [{"name": "mcg", "steps": 50, "hp": {"zeta": 0.3}, "samples": 4},
                                           {"name": "pinv", "samples": 4}]
 
     def row(solver, psnr, samples=None):
