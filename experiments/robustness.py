@@ -14,6 +14,7 @@ motion 9 x 9). Runs on the evaluation runner, so it is resumable and shardable:
     python experiments/robustness.py --solvers ddrm pigdm --tasks blur_gauss --sigmas 0
     python experiments/robustness.py --table-only          # rebuild matrix.md from the rows
     python experiments/robustness.py --table-only --recheck 4  # only the flagged cells, mean of 4 samples
+    python experiments/robustness.py --table-only --recheck 4 --no-solve  # the same from the rows at hand
     python experiments/robustness.py --solvers mcg --tasks sr4 --hp mcg='{"zeta": 0.3}' --samples 4 \
         --out /tmp/mcg_zeta   # other settings, into another folder (flagged.md lists what was tried)
 
@@ -34,7 +35,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import invsolve
-from invsolve.evaluation.config import load_config
+from invsolve.evaluation.config import dump_config, load_config
 from invsolve.evaluation.plan import make_plan
 from invsolve.evaluation.rows import canonical, latest_by_key, read_rows
 
@@ -221,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--table-only", action="store_true")
     ap.add_argument("--recheck", type=int, default=0, metavar="K",
                     help="rerun the flagged cells on the mean of K samples (K >= 2) and list them")
+    ap.add_argument("--no-solve", action="store_true",
+                    help="with --recheck: list the flagged cells from the rows at hand, run nothing")
     args = ap.parse_args(argv)
     if args.recheck == 1 or args.recheck < 0:
         raise SystemExit("--recheck takes K >= 2 (0: no recheck)")
@@ -246,10 +249,14 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.size}\n\nRebuild: `python experiments/robustness.py --table-only`. Bold: "
               "non-finite, diverged, or more than 1 dB below min(pinv, 40 dB) without a ValueError. Noiseless "
               "linear problems end with the projection onto {A x = y} (``noiseless_projection``). Excluded: "
-              + "; ".join(f"{k} ({v})" for k, v in EXCLUDED.items()) + f". Flagged cells: {flagged}.\n\n")
+              + "; ".join(f"{k} ({v})" for k, v in EXCLUDED.items()) + f". Flagged cells: {flagged}."
+              + (" What was tried on the cells still flagged: flagged.md." if (args.out / "flagged.md").exists()
+                 else "") + "\n\n")
     if args.recheck:
         cfg = recheck_config(cells, args.recheck, args.size, args.n)
-        if cfg is not None:
+        if cfg is not None and args.no_solve:  # list the cells; those without rows show "not run"
+            (args.out / "recheck_config.yaml").write_text(dump_config(load_config(cfg)))
+        elif cfg is not None:
             matrix_cfg = args.out / "config.yaml"
             kept = matrix_cfg.read_text() if matrix_cfg.exists() else None
             invsolve.evaluate(cfg, args.out)  # writes config.yaml: keep the matrix's, file the recheck's

@@ -91,6 +91,30 @@ def test_robustness_matrix_keeps_only_the_rows_its_config_holds(tmp_path):
     assert cells == [] and "| sr4 | 0 | 28.00 | 27.50 |" in text
 
 
+def test_robustness_recheck_without_solving_lists_cells_not_run(tmp_path):
+    """--recheck K --no-solve files the recheck config of the flagged cells and lists them from the rows
+    at hand: a cell without mean-of-K rows shows "not run", and nothing is solved."""
+    import json
+
+    from invsolve.evaluation.config import dump_config, load_config
+    from invsolve.evaluation.plan import make_plan
+
+    module = _load("robustness")
+    cfg = module.config(module.solvers_to_run(["dps"]), ["sr4"], [0.0], 16, 1, {})
+    (tmp_path / "config.yaml").write_text(dump_config(load_config(cfg)))
+    plan = make_plan(load_config(cfg))
+    rows = [{"key": plan.key(t), "metrics": {"psnr": 28.0 if plan.key(t)["solver"]["name"] == "pinv" else 26.0},
+             "error": None} for t in plan.tasks()]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    argv = ["--table-only", "--recheck", "4", "--no-solve", "--out", str(tmp_path), "--size", "16", "--n", "1"]
+    assert module.main(argv) == 0
+    text = (tmp_path / "matrix.md").read_text()
+    assert "**26.00**" in text and "| sr4 | 0 | dps | 28.00 | 26.00 | not run | |" in text
+    recheck = load_config(tmp_path / "recheck_config.yaml")
+    assert [s.samples for g in recheck.grids for s in g.solvers] == [4]
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == len(rows)
+
+
 def test_robustness_variants_go_elsewhere_and_build_their_own_matrix(tmp_path):
     """--hp / --samples rows are not the matrix's: refused in the matrix's folder, and an unreadable
     --hp is a clear error; config() puts hp and samples on every solver; matrix(out, k) reads the
