@@ -162,20 +162,12 @@ def matrix(out: Path, samples: int = 1) -> tuple[str, list[tuple[str, float, str
 
 
 def recheck_config(cells: list[tuple[str, float, str]], k: int, size: int, n: int) -> dict | None:
-    """The flagged (task, sigma, solver) cells again, each scored on the mean of k samples."""
-    grids = []
-    for task, sigma, solver in cells:
-        image = task in IMAGE_TASKS
-        kwargs = IMAGE_TASKS[task] if image else PHANTOM_TASKS[task]
-        data = {"name": "natural-rgb-test", "size": size, "n": n} if image else \
-            {"name": "shepp-logan", "size": size}
-        grids.append({"data": data, "operators": [{"name": task, "noise_sigma": sigma, "kwargs": kwargs}],
-                      "priors": ["natural-rgb" if image else "phantom-ct"],
-                      "solvers": [{"name": solver, "samples": k}]})
+    """The flagged (task, sigma, solver) cells again, each scored on the mean of k samples: one grid
+    of ``config`` per cell."""
+    grids = [g for task, sigma, solver in cells for g in config([solver], [task], [sigma], size, n, {}, k)["grids"]]
     if not grids:
         return None
-    return {"name": "robustness", "seed": 0, "device": "cpu", "dtype": "float32", "batch_size": n,
-            "figure_items": 0, "threads": 1, "grids": grids}
+    return {**config([], [], [], size, n, {}), "figure_items": 0, "grids": grids}
 
 
 def recheck_table(out: Path, cells: list[tuple[str, float, str]], k: int) -> tuple[str, int]:
@@ -192,8 +184,8 @@ def recheck_table(out: Path, cells: list[tuple[str, float, str]], k: int) -> tup
     still = 0
     for task, sigma, solver in cells:
         base, _ = _cell(by[(task, sigma, "pinv", 1)])
-        one, one_error = _cell(by[(task, sigma, solver, 1)])
-        one = one_error.split(":")[0] if one_error else f"{one:.2f}"  # a flagged error: FloatingPointError
+        value, one_error = _cell(by[(task, sigma, solver, 1)])
+        one = one_error.split(":")[0] if one_error else f"{value:.2f}"  # a flagged error: FloatingPointError
         if not by[(task, sigma, solver, k)]:
             lines.append(f"| {task} | {sigma:g} | {solver} | {base:.2f} | {one} | not run | |")
             continue
