@@ -14,7 +14,9 @@ target or the nearest it can reach (DAPS: 5 ODE steps per level; D-Flow: 3 midpo
 and (2 steps + 1) flows; OT-ODE with Heun: 2 steps - 1), and the row records the NFE it made.
 ``ddim`` samples the prior and ignores y, so it is left out; its second-order steps are checked on
 the mixture's exact ODE in tests/test_ode.py. OT-ODE enters three times: Euler (Alg. 1) and the
-two second-order steps of ``invsolve.solvers.ode`` (``method="heun"``, ``"dpm2m"``).
+two second-order steps of ``invsolve.solvers.ode`` (``method="heun"``, ``"dpm2m"``). PnP-Flow enters
+twice: one interpolation draw per step (its default) and ``pnp_flow+avg5``, the denoiser averaged over 5
+draws per step as the PnP-Flow paper's experiments run it (``samples=5``, steps = NFE / 5).
 
 Reduced grid (the default; the full image grid is ~4-6 hours on one core of this machine): on
 images every solver runs at NFE 10-200, and at 500 and 1000 only the three best per task at 200
@@ -60,7 +62,7 @@ ROWS = C.RESULTS / "quality_vs_nfe.jsonl"
 
 def labels() -> list[str]:
     names = [s for s in solvers.available(baselines=False) if s != "ddim"]
-    return names + ["ot_ode+heun", "ot_ode+dpm2m"]
+    return names + ["ot_ode+heun", "ot_ode+dpm2m", "pnp_flow+avg5"]
 
 
 def settings(label: str, nfe: int, image: bool) -> dict[str, Any]:
@@ -72,6 +74,8 @@ def settings(label: str, nfe: int, image: bool) -> dict[str, Any]:
         return {"steps": max(1, round((nfe / 6 - 1) / 2)), "ode_steps": 3}
     if name in SMC:
         return {"steps": nfe, "particles": 8 if image else 64}
+    if method == "avg5":  # the PnP-Flow paper's 5 interpolation draws averaged per step
+        return {"steps": max(1, round(nfe / 5)), "samples": 5}
     if method == "heun":
         return {"steps": (nfe + 1) // 2, "method": "heun"}
     if method:
