@@ -117,3 +117,67 @@ def test_mcgdiff_grid_adapts_to_the_noise_level():
         tau = torch.floor(path.t_of_sigma(torch.tensor(v, dtype=torch.float64)))
         assert (out == tau).any() and path.sigma_canon(tau) <= v
     assert (out != ts).sum() == 2
+
+
+def test_tds_gram_twist_is_the_gaussian_likelihood_of_x0_hat():
+    """The "gram" twist is log N(y; A x0, s2 I + v A A^T) (up to a constant) with its exact gradient;
+    on an inpainting mask (A A^T = I where observed) it equals the official "diagonal" twist."""
+    from invsolve.solvers.tds import _Expanded
+
+    prior, problem = _problem(2)
+    many = _Expanded(problem, 3, 4096)
+    x0 = torch.randn(6, 8, dtype=torch.float64, requires_grad=True)
+    v, s2 = 0.7, problem.noise.sigma**2
+    got = many.log_lik_gram(x0, slice(0, 6), v, 1e-12, 100)
+    a = problem.operator.A(torch.eye(8, dtype=torch.float64)).T  # (2, 8)
+    cov = s2 * torch.eye(2, dtype=torch.float64) + v * a @ a.T
+    r = problem.y.repeat_interleave(3, 0) - x0 @ a.T
+    want = -0.5 * (r * torch.linalg.solve(cov, r.T).T).sum(1)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    (g_got,) = torch.autograd.grad(got.sum(), x0)
+    (g_want,) = torch.autograd.grad(want.sum(), x0)
+    torch.testing.assert_close(g_got, g_want, rtol=1e-8, atol=1e-10)
+
+    op = operators.build("inpaint_random", img_size=(1, 6, 6), missing=0.5, noise_sigma=0.1)
+    inpaint = invsolve.Problem.simulate(op, torch.rand(2, 1, 6, 6, dtype=torch.float64), seed=0)
+    many = _Expanded(inpaint, 3, 4096)
+    x0 = torch.rand(6, 1, 6, 6, dtype=torch.float64)
+    torch.testing.assert_close(many.log_lik_gram(x0, slice(0, 6), v, 1e-6, 50) + 0.0,
+                               many.log_lik(x0, slice(0, 6), v), rtol=1e-10, atol=1e-10)
+
+
+def test_tds_gram_twist_does_not_depend_on_the_operator_scale():
+    """(c A, c y, c sigma_y) is the same posterior as (A, y, sigma_y): with the "gram" twist TDS returns
+    the same particles for c = 1 and c = 30; the official "diagonal" twist (which widens by v_t alone)
+    moves them, since its Tweedie step grows with ||A||^2."""
+    prior = priors.mcgdiff_mixture(8, dtype=torch.float64)
+    m = torch.randn(2, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    m = m / torch.linalg.matrix_norm(m, 2)
+    x = prior.sample(2, seed=1)
+    runs = {}
+    for twist in ("gram", "diagonal"):
+        for c in (1.0, 30.0):
+            op = operators.Matrix(c * m, noise_sigma=0.3 * c)
+            problem = invsolve.Problem.simulate(operators.Matrix(m, noise_sigma=0.3), x, seed=2)
+            problem = invsolve.Problem(op, c * problem.y)
+            res = invsolve.solve(problem, prior, "tds", steps=10, particles=16, seed=4, twist=twist)
+            assert res.info["twist"] == twist
+            runs[twist, c] = res.info["particles"]
+    torch.testing.assert_close(runs["gram", 30.0], runs["gram", 1.0], rtol=1e-6, atol=1e-6)
+    assert (runs["diagonal", 30.0] - runs["diagonal", 1.0]).abs().max() > 0.1
+
+
+def test_tds_twist_choice():
+    """"auto" is the Gram twist for a linear Gaussian problem and the diagonal one otherwise; asking
+    for "gram" where it does not apply is a clear error."""
+    prior, problem = _problem(1)
+    assert invsolve.solve(problem, prior, "tds", steps=3, particles=2).info["twist"] == "gram"
+    op = operators.Matrix(torch.eye(8, dtype=torch.float64))
+    op.noise_model = PoissonNoise(gain=0.05)
+    counts = invsolve.Problem.simulate(op, prior.sample(1, seed=0).abs() + 1, seed=0)
+    assert invsolve.solve(counts, prior, "tds", steps=3, particles=2).info["twist"] == "diagonal"
+    with pytest.raises(ValueError, match="twist='diagonal'"):
+        invsolve.solve(counts, prior, "tds", steps=3, particles=2, twist="gram")
+    for bad in ({"twist": "full"}, {"cg_tol": 0.0}, {"cg_max_iter": 0}):
+        with pytest.raises(ValueError):
+            invsolve.solvers.get("tds")(**bad)
