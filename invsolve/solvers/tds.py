@@ -26,7 +26,7 @@ gives sliced Wasserstein 5-11x the floor; inflate = 1 keeps ESS >= 200 and gives
   (``linalg.gram_solve`` from 0, stopped at the relative residual ``cg_tol`` or after
   ``cg_max_iter`` iterations, so the twist is a fixed function of x_t). The solves must be
   accurate: sparse-view CT at 32 x 32, sigma_y 0.01 (one sample, 64 particles) gives 34.63 dB with
-  200 iterations (the default; about 1100 s on one core, against 143 s for "diagonal") and 30.31
+  200 iterations (the default; 1100-1300 s on one core, against 143 s for "diagonal") and 30.31
   with 50 (tol 1e-3); the system is ill-conditioned (eigenvalues sigma_y^2 ... sigma_y^2 + v_t
   ||A||^2), and 200 iterations do not reach 1e-6 there.
 - "auto" (default): "gram" for a linear operator with Gaussian noise, "diagonal" otherwise
