@@ -394,3 +394,17 @@ def test_measurement_picture_of_a_large_adjoint_is_rescaled_not_blank():
     mask = operators.build("inpaint_random", img_size=(1, 8, 8), missing=0.5)
     xi = torch.rand(1, 1, 8, 8, generator=g)
     assert measurement_image(mask, mask.A(xi), (1, 8, 8))[1] == "A⁺y"
+
+
+def test_solver_key_leaves_out_options_at_their_former_behaviour():
+    """An option a solver gained after results were recorded (``key_neutral``) is absent from the result
+    key at the value that runs the former algorithm, so recorded rows stay valid, and present at any
+    other value, so a new setting never reuses them."""
+    from invsolve.evaluation.config import SolverSpec
+    from invsolve.evaluation.plan import solver_key
+
+    plain = solver_key(SolverSpec(name="daps", steps=5), "sr4")["hp"]
+    explicit = solver_key(SolverSpec(name="daps", steps=5, hp={"ode_method": "euler"}), "sr4")["hp"]
+    heun = solver_key(SolverSpec(name="daps", steps=5, hp={"ode_method": "heun"}), "sr4")["hp"]
+    assert "ode_method" not in plain and plain == explicit
+    assert heun["ode_method"] == "heun" and {k: v for k, v in heun.items() if k != "ode_method"} == plain

@@ -59,6 +59,9 @@ def solver_key(spec: SolverSpec, task: str | None) -> dict:
     hp.update(spec.hp)
     if spec.steps is not None:
         hp["steps"] = spec.steps
+    for name, value in getattr(cls, "key_neutral", {}).items():
+        if name in hp and hp[name] == value:
+            del hp[name]
     key["hp"] = jsonable(hp)
     if spec.samples > 1:  # absent for one sample, so single-sample keys stay as they were
         key["samples"] = spec.samples

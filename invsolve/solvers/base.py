@@ -97,6 +97,10 @@ class Solver:
     baseline: ClassVar[bool] = False
     #: preset name -> task (operator registry name, or "*" for any task) -> Preset
     presets: ClassVar[dict[str, dict[str, Preset]]] = {}
+    #: options added after results were recorded -> the value that runs the former algorithm; result
+    #: keys (``evaluation.plan.solver_key``) leave an option out at that value, so recorded rows of the
+    #: unchanged algorithm stay valid
+    key_neutral: ClassVar[dict[str, Any]] = {}
 
     steps: int = 100
     progress: bool = False

@@ -9,7 +9,10 @@ zhangbingliang2019/DAPS (``sampler.py`` ``DAPS.sample``, ``cores/scheduler.py``,
    from sigma_i down to ``ode_sigma_min`` on a poly-7 grid of ``ode_steps`` + 1 levels (Sec. 3.3;
    official ``DiffusionPFODE.sample`` on ``get_diffusion_scheduler("edm", num_steps=5,
    sigma_max=sigma_i, sigma_min=0.01)``, torchdiffeq's fixed-grid Euler). The ODE's last state is
-   x0_hat (no final denoising call).
+   x0_hat (no final denoising call). ``ode_method`` "heun" / "dpm2m" (an addition of this project,
+   ``invsolve.solvers.ode``) integrate the same ODE on the same grid at second order: Heun with
+   2 x ode_steps calls per level (the grid ends at ode_sigma_min, not at 0, so every step has its
+   corrector), DPM-Solver++(2M) with ode_steps calls, as Euler.
 2. ``mcmc_steps`` Langevin steps on p(x0 | x_t, y) ~ N(x0; x0_hat, sigma_i^2 I) p(y | x0)
    (Eq. 9-10) from x0_hat: x0 += lr_i (-grad data(x0) + (x0_hat - x0) / sigma_i^2) + sqrt(2 lr_i)
    eps (official ``MCMCSampler.sample``, ``prior_solver="gaussian"``, ``mc_algo="langevin"``), with
@@ -134,6 +137,7 @@ from invsolve.rng import randn
 
 from .base import Preset, Solver, karras_sigmas
 from .linalg import gaussian_update, operator_norm2
+from .ode import PathStepper, check_method, stepper_nfe
 from .registry import register
 
 _REPO = "zhangbingliang2019/DAPS"
@@ -190,6 +194,8 @@ class DAPS(Solver):
                                             "not in the repository's commands)"),
     }
 
+    key_neutral: ClassVar[dict[str, object]] = {"ode_method": "euler"}
+
     steps: int = 200
     ode_steps: int = 5
     mcmc_steps: int = 100
@@ -204,6 +210,7 @@ class DAPS(Solver):
     y_scale: float | None = None
     mcmc: str = "langevin"
     chain_start: str = "auto"
+    ode_method: str = "euler"
 
     #: lr when not set: a fraction of 1 / L ("lipschitz"); the paper's absolute lr ("fixed")
     DEFAULT_LR: ClassVar[dict[str, float]] = {"lipschitz": 0.05, "fixed": 1e-4}
@@ -219,6 +226,7 @@ class DAPS(Solver):
     def validate(self) -> None:
         if self.ode_steps < 1 or self.mcmc_steps < 0:
             raise ValueError("daps: ode_steps must be >= 1 and mcmc_steps >= 0")
+        check_method(self.ode_method, "daps (ode_method)")
         if self.mcmc not in ("exact", "langevin"):
             raise ValueError(f"daps: mcmc must be 'langevin' (the paper's) or 'exact', "
                              f"got {self.mcmc!r}")
@@ -251,7 +259,7 @@ class DAPS(Solver):
             raise ValueError(f"daps: y_scale must be > 0, got {self.y_scale}")
 
     def expected_nfe(self) -> int:
-        return self.steps * self.ode_steps
+        return self.steps * stepper_nfe(self.ode_method, self.ode_steps, ends_at_data=False)
 
     # --- schedule --------------------------------------------------------------------------------
     def levels(self, prior) -> list[float]:
@@ -357,12 +365,22 @@ class DAPS(Solver):
 
     # --- the algorithm ---------------------------------------------------------------------------
     def ode_x0(self, prior, x: Tensor, sigma: float, floor: float) -> Tensor:
-        """x0_hat(x_t): Euler steps of dx/dsigma = (x - D(x, sigma)) / sigma on the poly-7 grid of
-        ode_steps + 1 levels from sigma to min(floor, sigma) (operator units)."""
+        """x0_hat(x_t): ``ode_method`` steps of dx/dsigma = (x - D(x, sigma)) / sigma on the poly-7 grid
+        of ode_steps + 1 levels from sigma to min(floor, sigma) (operator units); Euler is the paper's."""
         sig = karras_sigmas(self.ode_steps + 1, min(floor, sigma), sigma).tolist()
+        if self.ode_method == "euler" or sig[0] <= sig[-1]:
+            for j in range(self.ode_steps):
+                d = x - self.denoise_at(prior, x, sig[j])
+                x = x + (sig[j + 1] - sig[j]) * d / sig[j]
+            return x
+        # the same grid as a variance-exploding path (alpha = 1), whose Euler step is the one above
+        stepper = PathStepper([1.0] * len(sig), sig, self.ode_method)
+
+        def data(z: Tensor, j: int) -> Tensor:
+            return self.denoise_at(prior, z, sig[j])
+
         for j in range(self.ode_steps):
-            d = x - self.denoise_at(prior, x, sig[j])
-            x = x + (sig[j + 1] - sig[j]) * d / sig[j]
+            x = stepper.step(j, x, data(x, j), data)
         return x
 
     def exact_variance(self, problem, prior) -> float | None:

@@ -25,9 +25,9 @@ A stepper moves x from grid point i, (alpha_i, sigma_i), to i + 1; the last poin
 Both second-order methods converge at order 2 in the step size on a smooth grid
 (``tests/test_ode.py`` checks it on the Gaussian-mixture prior's exact ODE). A solver whose inner ODE
 is a deterministic path ODE takes them as an option: ``ddim`` (``method``), ``ot_ode`` (``method``,
-with the PiGDM-guided data estimate as D). DAPS's inner ODE (x0 from x_t by a few deterministic
-steps) and D-Flow's flow map would use the same ``PathStepper`` on their own grids, D being the
-prior's x0_at there.
+with the PiGDM-guided data estimate as D), ``daps`` (``ode_method``: its inner ODE, x0_hat from x_t
+on a poly-7 grid ending at ode_sigma_min, as a variance-exploding path). D-Flow's flow map has its
+own second-order step already (midpoint, the reference's).
 """
 
 from __future__ import annotations
