@@ -37,7 +37,7 @@ from deepinv.physics import LinearPhysics
 from torch import Tensor
 
 from invsolve.solvers.base import Solver
-from invsolve.solvers.linalg import adjoint_gram_solve
+from invsolve.solvers.linalg import adjoint_gram_solve, operator_norm2
 from invsolve.solvers.registry import register
 
 
@@ -53,21 +53,9 @@ def _linear(op, name: str) -> LinearPhysics:
     return op
 
 
-def operator_norm2(op: LinearPhysics, x_shape: tuple, like: Tensor, iters: int = 50) -> float:
-    """||A||^2 = largest eigenvalue of A^T A by power iteration from a fixed start (seed 0)."""
-    g = torch.Generator().manual_seed(0)
-    v = torch.randn((1, *x_shape), generator=g, dtype=torch.float64).to(like)
-    lam = 0.0
-    with torch.no_grad():
-        for _ in range(iters):
-            v = v / v.norm()
-            w = op.A_adjoint(op.A(v)).real
-            lam = float((v * w).sum())
-            v = w
-    if not lam > 0:
-        raise ValueError(f"{type(op).__name__}: A^T A has no positive eigenvalue (power iteration "
-                         f"gave {lam}); nothing is observed")
-    return lam
+def _norm2(op: LinearPhysics, x_shape: tuple, like: Tensor) -> float:
+    """||A||^2 (``linalg.operator_norm2``: power iteration to a relative change of 1e-9)."""
+    return float(operator_norm2(op, x_shape, like, 1)[0])
 
 
 # --- super-resolution -----------------------------------------------------------------------------
@@ -195,7 +183,7 @@ class TV(Solver):
 
         op = _linear(problem.operator, "tv")
         like = self.like(problem)
-        lip = operator_norm2(op, problem.x_shape, like)
+        lip = _norm2(op, problem.x_shape, like)
         prox = TVDenoiser(n_it_max=self.inner, crit=0.0)
         y = problem.y
         with torch.no_grad():
@@ -237,7 +225,7 @@ class Tikhonov(Solver):
     def run(self, problem, prior, gens) -> tuple[Tensor, dict]:
         op = _linear(problem.operator, "tikhonov")
         like = self.like(problem)
-        lip = operator_norm2(op, problem.x_shape, like)
+        lip = _norm2(op, problem.x_shape, like)
         center = float(getattr(prior, "data_center", 0.0) or 0.0)
         with torch.no_grad():
             c = torch.full((len(problem), *problem.x_shape), center, dtype=like.dtype, device=like.device)
