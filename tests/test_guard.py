@@ -1,6 +1,7 @@
 """The divergence guard: exact step on CPU; on a GPU deferred to a device-side flag read every
 ``guard_every`` calls, so a solver loop makes no host synchronisation per step."""
 
+import warnings
 from dataclasses import dataclass
 
 import pytest
@@ -103,3 +104,58 @@ def test_network_prior_makes_no_host_reads_when_deferred(monkeypatch):
     assert torch.allclose(out[0], ref[0], atol=1e-6) and torch.equal(out[0][0], x[0])
     assert torch.allclose(out[1], ref[1], atol=1e-6)
     assert prior.out_of_range == 2 * count > 0
+
+
+def test_solver_loops_read_no_device_value_per_step(monkeypatch):
+    """As on a GPU (deferred guard, host_reads_free False), a solver reads no value of a working-precision
+    tensor back to the host per step: the float32 reads (bool / int / float / item on a float32 tensor,
+    where schedules are float64 and live on the CPU) are as many at 6 steps as at 3. Reads inside
+    torch.optim (Adam's step counter, a CPU tensor) do not count. A per-step read is a host
+    synchronisation per step on a GPU."""
+    import traceback
+
+    from invsolve import operators, priors, solvers
+    from invsolve.priors import network
+
+    prior = priors.load("natural-rgb").eval()
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    problem = invsolve.Problem.simulate(operators.build("inpaint_random", img_size=(3, 16, 16), noise_sigma=0.02),
+                                        x, seed=0)
+    monkeypatch.setattr(Solver, "_deferred", staticmethod(lambda x: True))
+    monkeypatch.setattr(network, "host_reads_free", lambda t: False)
+    originals = {n: getattr(torch.Tensor, n) for n in ("__bool__", "__int__", "__float__", "item")}
+    reads: list[str] = []
+
+    def recording(name):
+        def read(self, *args):
+            if self.dtype == torch.float32:
+                stack = traceback.extract_stack()[:-1]
+                if not any("torch/optim" in f.filename for f in stack):
+                    where = next(f for f in reversed(stack) if "invsolve" in f.filename or "priors" in f.filename)
+                    reads.append(f"{where.filename.rsplit('/', 1)[-1]}:{where.lineno}")
+            return originals[name](self, *args)
+        return read
+
+    per_step = {}
+    for name in solvers.available(baselines=False):
+        counts = []
+        for steps in (3, 6):
+            hp = {"steps": steps}
+            if name == "daps":
+                hp.update(ode_steps=1, mcmc_steps=2)
+            if name in ("tds", "mcgdiff"):
+                hp.update(particles=2)
+            reads.clear()
+            for n in originals:
+                monkeypatch.setattr(torch.Tensor, n, recording(n))
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    invsolve.solve(problem, prior, name, seed=0, **hp)
+            finally:
+                for n, f in originals.items():
+                    monkeypatch.setattr(torch.Tensor, n, f)
+            counts.append(list(reads))
+        if len(counts[1]) != len(counts[0]):
+            per_step[name] = sorted(set(counts[1]) - set(counts[0]) or set(counts[1]))
+    assert not per_step, per_step

@@ -357,6 +357,13 @@ def path_coefs(path: P.Path, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
     return (path.alpha(t).to(like.dtype).to(like.device), path.sigma(t).to(like.dtype).to(like.device))
 
 
+def path_coefs_host(path: P.Path, t: Tensor | float) -> tuple[float, float]:
+    """(alpha_t, sigma_t) at a scalar time (a CPU schedule entry) as Python floats, for branching and
+    scalar arithmetic without reading a device tensor back (a host synchronisation on a GPU)."""
+    t = torch.as_tensor(t, dtype=torch.float64)
+    return float(path.alpha(t)), float(path.sigma(t))
+
+
 def ddim_step(x: Tensor, x0: Tensor, a_t: Tensor, s_t: Tensor, a_s: Tensor, s_s: Tensor,
               eta: float, noise: Tensor | None) -> Tensor:
     """One DDIM move from (alpha_t, sigma_t) to (alpha_s, sigma_s) given the x0 estimate

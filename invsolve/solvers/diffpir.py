@@ -73,7 +73,7 @@ from torch import Tensor
 
 from invsolve import paths as P
 
-from .base import Preset, Solver, path_coefs, solver_path, start_state
+from .base import Preset, Solver, path_coefs, path_coefs_host, solver_path, start_state
 from .linalg import pinv, prox_data, require_gaussian, require_linear
 from .registry import register
 from .schedules import timesteps
@@ -175,7 +175,8 @@ class DiffPIR(Solver):
                     x0 = x0.clamp(*lo_hi)
                 if i == self.steps - 1:  # the official last iteration: no data step, no move
                     break
-                rho = self.lam * s2n / float(prior.data_scale * s_t / a_t) ** 2  # Eq. 13
+                a_h, s_h = path_coefs_host(path, ts[i])  # host floats: no device read-back per step
+                rho = self.lam * s2n / (float(prior.data_scale) * s_h / a_h) ** 2  # Eq. 13
                 x0 = prox_data(op, x0, problem.y, rho)  # Eq. 12; rho = 0: the projection
                 eps_hat = (x - a_t * x0) / s_t  # Eq. 14
                 a_s, s_s = path_coefs(path, ts[i + 1], like)

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from invsolve import paths as P
 
-from .base import Preset, Solver, ddim_step, path_coefs, solver_path, start_state
+from .base import Preset, Solver, ddim_step, path_coefs, path_coefs_host, solver_path, start_state
 from .linalg import operator_norm2, require_linear
 from .registry import register
 from .schedules import timesteps
@@ -137,10 +137,11 @@ class DPS(Solver):
             norms = norms * weight
         return norms
 
-    def project(self, problem, prior, x: Tensor, now: tuple[Tensor, Tensor],
-                after: tuple[Tensor, Tensor], gens) -> Tensor:
+    def project(self, problem, prior, x: Tensor, now: tuple[float, float],
+                after: tuple[float, float], gens) -> Tensor:
         """Hook after the gradient step (identity for DPS; MCG projects onto the measurement).
-        ``now`` = (alpha, sigma) of the step's input x_i, ``after`` those of its output x_{i-1}."""
+        ``now`` = (alpha, sigma) of the step's input x_i, ``after`` those of its output x_{i-1}, as
+        host floats (no device read-back in the loop)."""
         return x
 
     def run(self, problem, prior, gens) -> tuple[Tensor, dict]:
@@ -169,7 +170,8 @@ class DPS(Solver):
             with torch.no_grad():
                 x = ddim_step(x, x0, a_t, s_t, a_s, s_s, 1.0, noise)  # lines 5-6: ancestral step
                 x = x - zeta * grad  # line 7: measurement gradient step
-                x = self.project(problem, prior, x, (a_t, s_t), (a_s, s_s), gens)
+                x = self.project(problem, prior, x, path_coefs_host(path, ts[i]),
+                                 path_coefs_host(path, ts[i + 1]) if i + 1 < self.steps else (1.0, 0.0), gens)
             self.guard(x, i, "zeta")
         return x.detach(), {"residual_norm": norms.detach(), **info}
 

@@ -150,6 +150,6 @@ class MCG(DPS):
             return x - pinv(op, op.A(x) - y_i)  # Eq. 16: (I - A^+ A) x + A^+ y_i
         # y_i = A (a x0 + s z) + a n: a measurement of a state at y_i's level (noise std s) with
         # noise a sigma_y; at s = 0 the state is certain and the update vanishes
-        if float(s) <= 0:
+        if s <= 0:
             return x
-        return gaussian_update(op, x, y_i, (float(a) * sy / float(s)) ** 2)
+        return gaussian_update(op, x, y_i, (a * sy / s) ** 2)

@@ -66,7 +66,7 @@ from torch import Tensor
 
 from invsolve import paths as P
 
-from .base import Preset, Solver, ddim_step, path_coefs, solver_path
+from .base import Preset, Solver, ddim_step, path_coefs, path_coefs_host, solver_path
 from .linalg import SVD_FLOOR, NormalSolver, pinv, require_gaussian, require_linear
 from .registry import register
 from .schedules import timesteps
@@ -146,7 +146,8 @@ class PiGDM(Solver):
             t = ts[i].to(like.dtype)
             a_t, s_t = path_coefs(path, ts[i], like)
             a_s, s_s = path_coefs(path, ts[i + 1], like) if i + 1 < self.steps else (one, zero)
-            sig2 = float((s_t / a_t) ** 2)  # canonical sigma_t^2
+            a_h, s_h = path_coefs_host(path, ts[i])  # host floats: no device read-back per step
+            sig2 = (s_h / a_h) ** 2  # canonical sigma_t^2
             r2 = sig2 * data_var / (sig2 + data_var)  # Eq. 5
             x = x.detach().requires_grad_(True)
             x0 = prior.x0_at(x, t, path)

@@ -60,7 +60,7 @@ import torch
 from deepinv.physics import LinearPhysics
 from torch import Tensor
 
-from .base import Preset, Solver, path_coefs, solver_path
+from .base import Preset, Solver, path_coefs, path_coefs_host, solver_path
 from .linalg import has_pseudo_inverse, pinv
 from .registry import register
 from .schedules import timesteps
@@ -199,7 +199,8 @@ class REDDiff(Solver):
             out = x0_pred.detach().clone()  # the official output; mu changes in place below
             fit = _mean(problem.residual(x0_pred).abs() ** 2) / 2
             reg = _mean((eps_hat - eps) * x0_pred)  # sg(eps_hat - eps)^T x0_pred
-            lam_t = self.lam * weight(scale * float(s_t / a_t))  # sigma_t / alpha_t of the network
+            a_h, s_h = path_coefs_host(path, ts[i])  # host floats: no device read-back per step
+            lam_t = self.lam * weight(scale * s_h / a_h)  # sigma_t / alpha_t of the network
             loss = lam_t * reg + self.obs_weight * scale * fit
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()
