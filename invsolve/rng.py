@@ -34,10 +34,10 @@ def randn(gens: list[torch.Generator], shape: tuple[int, ...], like: Tensor, nat
     """Standard normal draws of shape (len(gens), *shape), one generator per row, like's dtype/device.
 
     Drawn in float64 (the same numbers whatever like's dtype) unless ``native``: then in like's real
-    dtype when that is float32, for bulk draws (DAPS's Langevin kicks: 100 per step), because torch's
-    CPU sampler is about 14x faster in float32 (0.9 against 12.5 ms for 3 x 10^5 draws, one core;
-    benchmarks/results/overhead.txt). Native draws are other numbers than float64 ones: a float32 run
-    is then not the float64 run rounded.
+    dtype when that is float32, for bulk draws (DAPS's Langevin kicks: 100 per level), because torch's
+    CPU sampler is about 6x faster in float32 (0.9 against 5.4-6.0 ms for 3 x 10^5 draws, one core
+    of an idle Xeon). Native draws are other numbers than float64 ones: a float32 run is then not
+    the float64 run rounded.
     """
     dtype = torch.float32 if native and like.dtype == torch.float32 else torch.float64
     out = torch.empty((len(gens), *shape), dtype=dtype)

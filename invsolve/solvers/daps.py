@@ -474,8 +474,9 @@ class DAPS(Solver):
         Written as x0 <- (1 - lr / s^2) x0 + (lr / s^2) x0_hat - lr weight grad(x0) + sqrt(2 lr) eps with
         the per-level factors and the scaled kicks formed once (three in-place tensor operations per
         step besides the gradient), and the kicks drawn in the working precision (``rng.randn``'s
-        ``native``): at 32 x 32 the float64 draws and the per-step temporaries cost a third of a
-        network call per level's worth of steps (benchmarks/overhead.py)."""
+        ``native``; float64 draws take 5.4-6.0 ms per level of 100 steps at 3 x 32 x 32, float32
+        0.9 ms). Measured on an idle Xeon, one core, benchmarks/overhead.py's DAPS setting (4 levels x
+        3 ODE steps x 100 Langevin steps, inpainting 32 x 32): 0.291 s before, 0.283-0.290 s after."""
         shape, lr = x0.shape[1:], lr.to(x0.dtype)
         with torch.no_grad():
             keep = 1 - lr / s**2

@@ -77,14 +77,16 @@ class _Recompute(torch.autograd.Function):
     """Gradient checkpointing of x -> fn(x) with respect to x alone: the forward pass keeps only x,
     the backward pass reruns fn with gradients on and backpropagates through it to x.
 
-    Written here because ``torch.utils.checkpoint`` costs too much per step at the image sizes this
-    project runs on: its non-reentrant form runs a Python hook for every tensor the network saves
-    (about 25 ms per midpoint step of the 1.6 M-parameter UNet at 32 x 32 on one CPU core, a third
-    of the step's own forward and backward), and its reentrant form needs ``.backward()``, which would
-    accumulate gradients into any network parameter that requires them. D-Flow needs the gradient in
-    the source noise only; network and operator are constants here. fn must be deterministic (the
-    priors' networks run in eval mode), as torch's checkpoint also assumes when it does not restore
-    RNG states."""
+    Written here because ``torch.utils.checkpoint`` costs more per step at the image sizes this
+    project runs on: its non-reentrant form runs a Python hook for every tensor the network saves,
+    and its reentrant form needs ``.backward()``, which would accumulate gradients into any network
+    parameter that requires them. Measured on an idle Xeon, one core, 6 checkpointed Euler steps of
+    the 1.6 M-parameter UNet at 3 x 32 x 32 with their gradient: 0.470 s with torch.utils.checkpoint,
+    0.392 s with this Function, 0.277 s without checkpointing (whose floor plus the 6 recomputed
+    forwards is about 0.40 s); a whole D-Flow solve (10 evaluations, 3 midpoint steps) 4.12 s
+    before, 3.95-4.09 s after. D-Flow needs the gradient in the source noise only; network and
+    operator are constants here. fn must be deterministic (the priors' networks run in eval mode), as
+    torch's checkpoint also assumes when it does not restore RNG states."""
 
     @staticmethod
     def forward(ctx, x: Tensor, fn) -> Tensor:  # runs without building a graph
