@@ -14,7 +14,8 @@ target or the nearest it can reach (DAPS: 5 ODE steps per level; D-Flow: 3 midpo
 and (2 steps + 1) flows; OT-ODE with Heun: 2 steps - 1), and the row records the NFE it made.
 ``ddim`` samples the prior and ignores y, so it is left out; its second-order steps are checked on
 the mixture's exact ODE in tests/test_ode.py. OT-ODE enters three times: Euler (Alg. 1) and the
-two second-order steps of ``invsolve.solvers.ode`` (``method="heun"``, ``"dpm2m"``). PnP-Flow enters
+two second-order steps of ``invsolve.solvers.ode`` (``method="heun"``, ``"dpm2m"``); so does DAPS, whose
+inner x0_hat ODE takes the same steps (``ode_method``; 5 steps per level, Heun's with twice the calls). PnP-Flow enters
 twice: one interpolation draw per step (its default) and ``pnp_flow+avg5``, the denoiser averaged over 5
 draws per step as the PnP-Flow paper's experiments run it (``samples=5``, steps = NFE / 5).
 
@@ -56,20 +57,21 @@ IMAGE_TASKS = {"sr4": {}, "inpaint_box": {}, "blur_gauss": {"kernel_size": 9, "s
 NOISE = 0.02
 GMM = {"dim": 8, "dim_y": 2, "problems": (0, 1, 2), "samples": 500}
 SMC = ("mcgdiff", "tds")
-ALWAYS_1000 = ("dps", "daps")
+ALWAYS_1000 = ("dps", "daps", "daps+heun", "daps+dpm2m")
 ROWS = C.RESULTS / "quality_vs_nfe.jsonl"
 
 
 def labels() -> list[str]:
     names = [s for s in solvers.available(baselines=False) if s != "ddim"]
-    return names + ["ot_ode+heun", "ot_ode+dpm2m", "pnp_flow+avg5"]
+    return names + ["ot_ode+heun", "ot_ode+dpm2m", "daps+heun", "daps+dpm2m", "pnp_flow+avg5"]
 
 
 def settings(label: str, nfe: int, image: bool) -> dict[str, Any]:
     """Hyperparameters that make ``label`` spend about ``nfe`` network evaluations."""
     name, _, method = label.partition("+")
-    if name == "daps":
-        return {"steps": max(1, round(nfe / 5)), "ode_steps": 5}
+    if name == "daps":  # 5 ODE steps per level: 5 calls (Euler, DPM-Solver++(2M)) or 10 (Heun)
+        hp = {"steps": max(1, round(nfe / (10 if method == "heun" else 5))), "ode_steps": 5}
+        return {**hp, "ode_method": method} if method else hp
     if name == "dflow":  # (2 steps + 1) flows of 3 midpoint steps (6 calls)
         return {"steps": max(1, round((nfe / 6 - 1) / 2)), "ode_steps": 3}
     if name in SMC:
