@@ -374,13 +374,11 @@ class DAPS(Solver):
         """x0_hat(x_t): ``ode_method`` steps of dx/dsigma = (x - D(x, sigma)) / sigma on the poly-7 grid
         of ode_steps + 1 levels from sigma to min(floor, sigma) (operator units); Euler is the paper's."""
         sig = karras_sigmas(self.ode_steps + 1, min(floor, sigma), sigma).tolist()
-        if self.ode_method == "euler" or sig[0] <= sig[-1]:
-            for j in range(self.ode_steps):
-                d = x - self.denoise_at(prior, x, sig[j])
-                x = x + (sig[j + 1] - sig[j]) * d / sig[j]
-            return x
-        # the same grid as a variance-exploding path (alpha = 1), whose Euler step is the one above
-        stepper = PathStepper([1.0] * len(sig), sig, self.ode_method)
+        # the grid as a variance-exploding path (alpha = 1): PathStepper's Euler step is the paper's
+        # x + (sigma' - sigma) (x - D) / sigma; a level at the floor has a flat grid, where the
+        # multistep's log-sigma ratio is undefined and every step is 0 (Euler)
+        method = self.ode_method if sig[0] > sig[-1] else "euler"
+        stepper = PathStepper([1.0] * len(sig), sig, method)
 
         def data(z: Tensor, j: int) -> Tensor:
             return self.denoise_at(prior, z, sig[j])
